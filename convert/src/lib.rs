@@ -1,0 +1,3 @@
+//! Hugging Face checkpoint → GGUF conversion.
+
+pub mod vocab;

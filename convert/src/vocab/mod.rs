@@ -1,0 +1,1 @@
+//! Tokenizer → GGUF vocabulary metadata (being written).

@@ -1,0 +1,89 @@
+//! Typed errors. Every way a file can be wrong has its own variant, so callers (and the hostile
+//! input tests) can tell them apart without matching on message text.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// What is wrong with the bytes of a GGUF header.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum ParseError {
+    #[error("not a GGUF file (magic {0:02x?}, expected \"GGUF\")")]
+    BadMagic([u8; 4]),
+    #[error("GGUF version {0:#x} looks byte-swapped: only little-endian files are supported")]
+    WrongEndianness(u32),
+    #[error("unsupported GGUF version {0} (supported: 2, 3)")]
+    UnsupportedVersion(u32),
+    #[error("file ends inside the {0}")]
+    Truncated(&'static str),
+    #[error("{what} count {count} is larger than the file can hold")]
+    CountTooLarge { what: &'static str, count: u64 },
+    #[error("{what} of length {len} runs past the end of the file or over the 1 GiB limit")]
+    StringTooLong { what: &'static str, len: u64 },
+    #[error("{0} is not valid UTF-8")]
+    InvalidUtf8(&'static str),
+    #[error("empty metadata key")]
+    EmptyKey,
+    #[error("duplicate metadata key '{0}'")]
+    DuplicateKey(String),
+    #[error("metadata key '{key}' has unknown value type {type_id}")]
+    BadValueType { key: String, type_id: u32 },
+    #[error("metadata key '{0}' is an array of arrays, which GGUF does not allow")]
+    NestedArray(String),
+    #[error("array '{key}' of {len} elements runs past the end of the file or over the limit")]
+    ArrayTooLong { key: String, len: u64 },
+    #[error("metadata key '{key}' has type {found}, expected {expected}")]
+    WrongKeyType { key: String, expected: &'static str, found: &'static str },
+    #[error("general.alignment {0} is not a power of two between 1 and 2^30")]
+    BadAlignment(u64),
+    #[error("tensor name '{0}' is 64 bytes or longer (llama.cpp's limit is 63)")]
+    TensorNameTooLong(String),
+    #[error("duplicate tensor name '{0}'")]
+    DuplicateTensor(String),
+    #[error("tensor '{tensor}' has {n_dims} dimensions (expected 1 to 4)")]
+    BadDimCount { tensor: String, n_dims: u32 },
+    #[error("tensor '{tensor}' has invalid dimension {dim}")]
+    BadDimension { tensor: String, dim: i64 },
+    #[error("tensor '{tensor}' has unknown ggml type id {type_id}")]
+    UnknownType { tensor: String, type_id: u32 },
+    #[error("tensor '{tensor}' has rows of {row_len} elements, not a multiple of the block size {block_size}")]
+    RowNotBlockMultiple { tensor: String, row_len: u64, block_size: usize },
+    #[error("tensor '{tensor}' is too large (size overflows)")]
+    SizeOverflow { tensor: String },
+    #[error("tensor '{tensor}' has offset {offset}, expected {expected} (tensors must be dense and in order)")]
+    BadOffset { tensor: String, offset: u64, expected: u64 },
+    #[error("tensor '{tensor}' ends at byte {end}, past the end of the file ({file_len} bytes)")]
+    DataPastEof { tensor: String, end: u64, file_len: u64 },
+}
+
+/// Reading a GGUF file failed.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Parse { path: PathBuf, source: ParseError },
+}
+
+impl ReadError {
+    /// The parse error, when the file was readable but malformed.
+    pub fn parse_error(&self) -> Option<&ParseError> {
+        match self {
+            ReadError::Parse { source, .. } => Some(source),
+            ReadError::Io { .. } => None,
+        }
+    }
+}
+
+/// Writing a GGUF file failed.
+#[derive(Debug, Error)]
+pub enum WriteError {
+    #[error("cannot write {}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("invalid tensor description: {0}")]
+    BadTensor(#[from] ParseError),
+    #[error("tensor '{tensor}': {message}")]
+    Sequence { tensor: String, message: String },
+    #[error("interrupted; {} was not written", path.display())]
+    Interrupted { path: PathBuf },
+}
