@@ -1,3 +1,14 @@
 //! Hugging Face checkpoint → GGUF conversion.
+//!
+//! [`source`] reads the checkpoint (memory-mapped safetensors), [`pipeline`] plans and streams
+//! the conversion using the architecture data of `arch-registry`, [`vocab`] turns the tokenizer
+//! into GGUF metadata and [`general`] names the model.
 
+pub mod error;
+pub mod general;
+pub mod pipeline;
+pub mod source;
 pub mod vocab;
+
+pub use error::ConvertError;
+pub use pipeline::{plan, ConvertOptions, FileType, OutType, Plan, Summary};

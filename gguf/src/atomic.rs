@@ -37,12 +37,23 @@ impl AtomicFile {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let file_name = dest
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "output path has no file name"))?;
-        let tmp = dir.join(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
-        let file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        Ok(AtomicFile { out: Some(BufWriter::with_capacity(1 << 20, file)), tmp, dest })
+        let file_name = dest.file_name().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "output path has no file name")
+        })?;
+        let tmp = dir.join(format!(
+            ".{}.{}.tmp",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        Ok(AtomicFile {
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+            dest,
+        })
     }
 
     pub fn dest(&self) -> &Path {
@@ -55,7 +66,10 @@ impl AtomicFile {
 
     /// Flushes, syncs and renames the file into place.
     pub fn commit(mut self) -> io::Result<()> {
-        let out = self.out.take().ok_or_else(|| io::Error::other("already committed"))?;
+        let out = self
+            .out
+            .take()
+            .ok_or_else(|| io::Error::other("already committed"))?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         drop(file);
@@ -66,7 +80,10 @@ impl AtomicFile {
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if interrupt_requested() {
-            return Err(io::Error::new(io::ErrorKind::Interrupted, "interrupted by signal"));
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "interrupted by signal",
+            ));
         }
         match self.out.as_mut() {
             Some(o) => o.write(buf),

@@ -33,7 +33,11 @@ pub enum ParseError {
     #[error("array '{key}' of {len} elements runs past the end of the file or over the limit")]
     ArrayTooLong { key: String, len: u64 },
     #[error("metadata key '{key}' has type {found}, expected {expected}")]
-    WrongKeyType { key: String, expected: &'static str, found: &'static str },
+    WrongKeyType {
+        key: String,
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("general.alignment {0} is not a power of two between 1 and 2^30")]
     BadAlignment(u64),
     #[error("tensor name '{0}' is 64 bytes or longer (llama.cpp's limit is 63)")]
@@ -47,20 +51,35 @@ pub enum ParseError {
     #[error("tensor '{tensor}' has unknown ggml type id {type_id}")]
     UnknownType { tensor: String, type_id: u32 },
     #[error("tensor '{tensor}' has rows of {row_len} elements, not a multiple of the block size {block_size}")]
-    RowNotBlockMultiple { tensor: String, row_len: u64, block_size: usize },
+    RowNotBlockMultiple {
+        tensor: String,
+        row_len: u64,
+        block_size: usize,
+    },
     #[error("tensor '{tensor}' is too large (size overflows)")]
     SizeOverflow { tensor: String },
     #[error("tensor '{tensor}' has offset {offset}, expected {expected} (tensors must be dense and in order)")]
-    BadOffset { tensor: String, offset: u64, expected: u64 },
+    BadOffset {
+        tensor: String,
+        offset: u64,
+        expected: u64,
+    },
     #[error("tensor '{tensor}' ends at byte {end}, past the end of the file ({file_len} bytes)")]
-    DataPastEof { tensor: String, end: u64, file_len: u64 },
+    DataPastEof {
+        tensor: String,
+        end: u64,
+        file_len: u64,
+    },
 }
 
 /// Reading a GGUF file failed.
 #[derive(Debug, Error)]
 pub enum ReadError {
     #[error("cannot read {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: {source}", path.display())]
     Parse { path: PathBuf, source: ParseError },
 }
@@ -79,7 +98,10 @@ impl ReadError {
 #[derive(Debug, Error)]
 pub enum WriteError {
     #[error("cannot write {}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid tensor description: {0}")]
     BadTensor(#[from] ParseError),
     #[error("tensor '{tensor}': {message}")]

@@ -5,6 +5,7 @@
 //! knows the container only; what the keys mean lives in `arch-registry` and `convert`.
 
 pub mod atomic;
+pub mod diff;
 pub mod error;
 pub mod metadata;
 pub mod reader;
@@ -45,16 +46,27 @@ pub fn write_file(
     tensors: &[(TensorDesc, Vec<u8>)],
 ) -> Result<(), WriteError> {
     let with_path = |e: WriteError| match e {
-        WriteError::Io { source, .. } => WriteError::Io { path: path.to_path_buf(), source },
-        WriteError::Interrupted { .. } => WriteError::Interrupted { path: path.to_path_buf() },
+        WriteError::Io { source, .. } => WriteError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        WriteError::Interrupted { .. } => WriteError::Interrupted {
+            path: path.to_path_buf(),
+        },
         other => other,
     };
-    let file = AtomicFile::create(path).map_err(|source| WriteError::Io { path: path.to_path_buf(), source })?;
+    let file = AtomicFile::create(path).map_err(|source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let descs: Vec<TensorDesc> = tensors.iter().map(|(d, _)| d.clone()).collect();
     let mut w = GgufWriter::new(file, metadata, &descs).map_err(with_path)?;
     for (d, bytes) in tensors {
         w.write_tensor(&d.name, bytes).map_err(with_path)?;
     }
     let file = w.finish().map_err(with_path)?;
-    file.commit().map_err(|source| WriteError::Io { path: path.to_path_buf(), source })
+    file.commit().map_err(|source| WriteError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }

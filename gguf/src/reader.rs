@@ -43,7 +43,9 @@ impl Header {
         let mut c = Cursor { bytes, pos: 0 };
         let magic = c.take(4, "magic")?;
         if magic != GGUF_MAGIC {
-            return Err(ParseError::BadMagic([magic[0], magic[1], magic[2], magic[3]]));
+            return Err(ParseError::BadMagic([
+                magic[0], magic[1], magic[2], magic[3],
+            ]));
         }
         let version = c.u32("version")?;
         if version & 0xFFFF == 0 && version != 0 {
@@ -58,10 +60,16 @@ impl Header {
         // 8 + 1 + 4 + 8 + 4 + 8. Counts that cannot fit in the file are rejected before allocating.
         let remaining = c.remaining() as u64;
         if n_kv > remaining / 14 {
-            return Err(ParseError::CountTooLarge { what: "metadata", count: n_kv });
+            return Err(ParseError::CountTooLarge {
+                what: "metadata",
+                count: n_kv,
+            });
         }
         if n_tensors > remaining / 33 {
-            return Err(ParseError::CountTooLarge { what: "tensor", count: n_tensors });
+            return Err(ParseError::CountTooLarge {
+                what: "tensor",
+                count: n_tensors,
+            });
         }
 
         let mut metadata = Metadata::new();
@@ -110,13 +118,19 @@ impl Header {
             }
             let n_dims = c.u32("tensor dimension count")?;
             if n_dims == 0 || n_dims as usize > MAX_DIMS {
-                return Err(ParseError::BadDimCount { tensor: name, n_dims });
+                return Err(ParseError::BadDimCount {
+                    tensor: name,
+                    n_dims,
+                });
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
                 let d = c.u64("tensor dimension")?;
                 if d > i64::MAX as u64 {
-                    return Err(ParseError::BadDimension { tensor: name, dim: d as i64 });
+                    return Err(ParseError::BadDimension {
+                        tensor: name,
+                        dim: d as i64,
+                    });
                 }
                 dims.push(d);
             }
@@ -126,7 +140,12 @@ impl Header {
                 type_id,
             })?;
             let offset = c.u64("tensor offset")?;
-            let info = TensorInfo { name, dims, ggml_type, offset };
+            let info = TensorInfo {
+                name,
+                dims,
+                ggml_type,
+                offset,
+            };
             let nbytes = info.checked_n_bytes()?;
             if offset != expected_offset {
                 return Err(ParseError::BadOffset {
@@ -138,7 +157,9 @@ impl Header {
             expected_offset = expected_offset
                 .checked_add(nbytes)
                 .and_then(|o| pad_to(o, alignment))
-                .ok_or(ParseError::SizeOverflow { tensor: info.name.clone() })?;
+                .ok_or(ParseError::SizeOverflow {
+                    tensor: info.name.clone(),
+                })?;
             tensors.push(info);
         }
 
@@ -152,7 +173,9 @@ impl Header {
             let end = data_offset
                 .checked_add(t.offset)
                 .and_then(|o| o.checked_add(t.n_bytes()))
-                .ok_or(ParseError::SizeOverflow { tensor: t.name.clone() })?;
+                .ok_or(ParseError::SizeOverflow {
+                    tensor: t.name.clone(),
+                })?;
             if end > file_len {
                 return Err(ParseError::DataPastEof {
                     tensor: t.name.clone(),
@@ -161,7 +184,13 @@ impl Header {
                 });
             }
         }
-        Ok(Header { version, metadata, tensors, alignment, data_offset })
+        Ok(Header {
+            version,
+            metadata,
+            tensors,
+            alignment,
+            data_offset,
+        })
     }
 }
 
@@ -175,7 +204,10 @@ pub struct GgufFile {
 impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, ReadError> {
         let path = path.as_ref().to_path_buf();
-        let io = |source| ReadError::Io { path: path.clone(), source };
+        let io = |source| ReadError::Io {
+            path: path.clone(),
+            source,
+        };
         let file = File::open(&path).map_err(io)?;
         // SAFETY: the map is read-only; a concurrent writer truncating the file could fault, which
         // is the accepted risk of every mmap-based model reader (llama.cpp included).
@@ -255,7 +287,10 @@ impl<'a> Cursor<'a> {
 
     fn value_type(&mut self, key: &str) -> Result<ValueType, ParseError> {
         let id = self.u32("value type")?;
-        ValueType::from_id(id).ok_or_else(|| ParseError::BadValueType { key: key.into(), type_id: id })
+        ValueType::from_id(id).ok_or_else(|| ParseError::BadValueType {
+            key: key.into(),
+            type_id: id,
+        })
     }
 
     fn value(&mut self, ty: ValueType, key: &str) -> Result<Value, ParseError> {
@@ -286,7 +321,10 @@ impl<'a> Cursor<'a> {
             other => other.scalar_size().unwrap_or(1) as u64,
         };
         if n > MAX_ARRAY_LEN || n.saturating_mul(min_elem) > self.remaining() as u64 {
-            return Err(ParseError::ArrayTooLong { key: key.into(), len: n });
+            return Err(ParseError::ArrayTooLong {
+                key: key.into(),
+                len: n,
+            });
         }
         let n = n as usize;
         macro_rules! scalars {
@@ -302,8 +340,18 @@ impl<'a> Cursor<'a> {
         }
         Ok(match elem {
             ValueType::U8 => Array::U8(self.take(n, "array data")?.to_vec()),
-            ValueType::I8 => Array::I8(self.take(n, "array data")?.iter().map(|&b| b as i8).collect()),
-            ValueType::Bool => Array::Bool(self.take(n, "array data")?.iter().map(|&b| b != 0).collect()),
+            ValueType::I8 => Array::I8(
+                self.take(n, "array data")?
+                    .iter()
+                    .map(|&b| b as i8)
+                    .collect(),
+            ),
+            ValueType::Bool => Array::Bool(
+                self.take(n, "array data")?
+                    .iter()
+                    .map(|&b| b != 0)
+                    .collect(),
+            ),
             ValueType::U16 => scalars!(U16, u16),
             ValueType::I16 => scalars!(I16, i16),
             ValueType::U32 => scalars!(U32, u32),

@@ -37,7 +37,9 @@ impl TensorInfo {
 
     /// Data size in bytes, or a typed error when the shape does not fit the type or overflows.
     pub fn checked_n_bytes(&self) -> Result<u64, ParseError> {
-        let overflow = || ParseError::SizeOverflow { tensor: self.name.clone() };
+        let overflow = || ParseError::SizeOverflow {
+            tensor: self.name.clone(),
+        };
         let mut n: u64 = 1;
         for &d in &self.dims {
             n = n.checked_mul(d).ok_or_else(overflow)?;
@@ -46,11 +48,14 @@ impl TensorInfo {
             return Err(overflow());
         }
         let row = self.row_len();
-        let row_bytes = self.ggml_type.row_bytes(row).ok_or_else(|| ParseError::RowNotBlockMultiple {
-            tensor: self.name.clone(),
-            row_len: row,
-            block_size: self.ggml_type.block_size(),
-        })?;
+        let row_bytes =
+            self.ggml_type
+                .row_bytes(row)
+                .ok_or_else(|| ParseError::RowNotBlockMultiple {
+                    tensor: self.name.clone(),
+                    row_len: row,
+                    block_size: self.ggml_type.block_size(),
+                })?;
         row_bytes.checked_mul(self.n_rows()).ok_or_else(overflow)
     }
 }
@@ -66,16 +71,29 @@ pub struct TensorDesc {
 
 impl TensorDesc {
     pub fn new(name: impl Into<String>, dims: Vec<u64>, ggml_type: GgmlType) -> Self {
-        TensorDesc { name: name.into(), dims, ggml_type }
+        TensorDesc {
+            name: name.into(),
+            dims,
+            ggml_type,
+        }
     }
 
     /// From a PyTorch-order shape (outermost first).
     pub fn from_shape(name: impl Into<String>, shape: &[usize], ggml_type: GgmlType) -> Self {
-        let dims = if shape.is_empty() { vec![1] } else { shape.iter().rev().map(|&d| d as u64).collect() };
+        let dims = if shape.is_empty() {
+            vec![1]
+        } else {
+            shape.iter().rev().map(|&d| d as u64).collect()
+        };
         TensorDesc::new(name, dims, ggml_type)
     }
 
     pub fn info(&self, offset: u64) -> TensorInfo {
-        TensorInfo { name: self.name.clone(), dims: self.dims.clone(), ggml_type: self.ggml_type, offset }
+        TensorInfo {
+            name: self.name.clone(),
+            dims: self.dims.clone(),
+            ggml_type: self.ggml_type,
+            offset,
+        }
     }
 }

@@ -21,14 +21,19 @@ pub fn layout(tensors: &[TensorDesc], alignment: u64) -> Result<Vec<TensorInfo>,
             return Err(ParseError::TensorNameTooLong(t.name.clone()));
         }
         if t.dims.is_empty() || t.dims.len() > crate::MAX_DIMS {
-            return Err(ParseError::BadDimCount { tensor: t.name.clone(), n_dims: t.dims.len() as u32 });
+            return Err(ParseError::BadDimCount {
+                tensor: t.name.clone(),
+                n_dims: t.dims.len() as u32,
+            });
         }
         let info = t.info(offset);
         let n = info.checked_n_bytes()?;
         offset = offset
             .checked_add(n)
             .and_then(|o| pad_to(o, alignment))
-            .ok_or_else(|| ParseError::SizeOverflow { tensor: t.name.clone() })?;
+            .ok_or_else(|| ParseError::SizeOverflow {
+                tensor: t.name.clone(),
+            })?;
         infos.push(info);
     }
     Ok(infos)
@@ -116,12 +121,23 @@ pub struct GgufWriter<W: Write> {
 
 impl<W: Write> GgufWriter<W> {
     /// Writes the header. `io_err` wraps I/O errors with the destination's name.
-    pub fn new(mut out: W, metadata: &Metadata, tensors: &[TensorDesc]) -> Result<Self, WriteError> {
+    pub fn new(
+        mut out: W,
+        metadata: &Metadata,
+        tensors: &[TensorDesc],
+    ) -> Result<Self, WriteError> {
         let alignment = metadata.alignment();
         let infos = layout(tensors, alignment)?;
         let header = encode_header(metadata, &infos);
         out.write_all(&header).map_err(io_err)?;
-        Ok(GgufWriter { out, infos, alignment, next: 0, written: 0, position: header.len() as u64 })
+        Ok(GgufWriter {
+            out,
+            infos,
+            alignment,
+            next: 0,
+            written: 0,
+            position: header.len() as u64,
+        })
     }
 
     pub fn infos(&self) -> &[TensorInfo] {
@@ -135,15 +151,21 @@ impl<W: Write> GgufWriter<W> {
 
     /// Appends bytes to the current tensor; a tensor may be written in several pieces.
     pub fn write_bytes(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
-        let info = self.infos.get(self.next).ok_or_else(|| WriteError::Sequence {
-            tensor: String::new(),
-            message: "all tensors were already written".into(),
-        })?;
+        let info = self
+            .infos
+            .get(self.next)
+            .ok_or_else(|| WriteError::Sequence {
+                tensor: String::new(),
+                message: "all tensors were already written".into(),
+            })?;
         let size = info.n_bytes();
         if self.written + bytes.len() as u64 > size {
             return Err(WriteError::Sequence {
                 tensor: info.name.clone(),
-                message: format!("{} bytes given, but the tensor holds {size}", self.written + bytes.len() as u64),
+                message: format!(
+                    "{} bytes given, but the tensor holds {size}",
+                    self.written + bytes.len() as u64
+                ),
             });
         }
         self.out.write_all(bytes).map_err(io_err)?;
@@ -166,7 +188,10 @@ impl<W: Write> GgufWriter<W> {
                 })
             }
             None => {
-                return Err(WriteError::Sequence { tensor: name.into(), message: "not in the header".into() })
+                return Err(WriteError::Sequence {
+                    tensor: name.into(),
+                    message: "not in the header".into(),
+                })
             }
         }
         if bytes.is_empty() {
@@ -177,7 +202,9 @@ impl<W: Write> GgufWriter<W> {
 
     fn end_tensor(&mut self) -> Result<(), WriteError> {
         let pad = pad_to(self.position, self.alignment).unwrap_or(self.position) - self.position;
-        self.out.write_all(&vec![0u8; pad as usize]).map_err(io_err)?;
+        self.out
+            .write_all(&vec![0u8; pad as usize])
+            .map_err(io_err)?;
         self.position += pad;
         self.next += 1;
         self.written = 0;
@@ -192,7 +219,10 @@ impl<W: Write> GgufWriter<W> {
     /// Checks that every tensor was written and returns the sink.
     pub fn finish(mut self) -> Result<W, WriteError> {
         if let Some(info) = self.infos.get(self.next) {
-            return Err(WriteError::Sequence { tensor: info.name.clone(), message: "never written".into() });
+            return Err(WriteError::Sequence {
+                tensor: info.name.clone(),
+                message: "never written".into(),
+            });
         }
         self.out.flush().map_err(io_err)?;
         Ok(self.out)
@@ -201,7 +231,12 @@ impl<W: Write> GgufWriter<W> {
 
 fn io_err(source: std::io::Error) -> WriteError {
     if source.kind() == std::io::ErrorKind::Interrupted {
-        return WriteError::Interrupted { path: Default::default() };
+        return WriteError::Interrupted {
+            path: Default::default(),
+        };
     }
-    WriteError::Io { path: Default::default(), source }
+    WriteError::Io {
+        path: Default::default(),
+        source,
+    }
 }

@@ -1,0 +1,643 @@
+//! The conversion pipeline: plan every tensor (name, shape, type) from the checkpoint's header
+//! alone, write the GGUF header, then stream each tensor through its transforms and type
+//! conversion into the file. Only one tensor is in memory at a time.
+
+use std::path::{Path, PathBuf};
+
+use arch_registry::{ArchSpec, ExtraTensor, Hparams, Transform};
+use gguf::{AtomicFile, GgmlType, GgufWriter, Metadata, TensorDesc, Value};
+use rayon::prelude::*;
+
+use crate::error::ConvertError;
+use crate::source::{Checkpoint, SourceDtype, SourceTensor};
+
+/// `--outtype`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutType {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    /// Like llama.cpp: BF16 if the first ≥2-D tensor is bf16, F16 otherwise.
+    Auto,
+}
+
+impl OutType {
+    pub const NAMES: &'static [&'static str] = &["f32", "f16", "bf16", "q8_0", "auto"];
+
+    pub fn parse(s: &str) -> Option<OutType> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "f32" => OutType::F32,
+            "f16" => OutType::F16,
+            "bf16" => OutType::BF16,
+            "q8_0" => OutType::Q8_0,
+            "auto" => OutType::Auto,
+            _ => return None,
+        })
+    }
+}
+
+/// A resolved output file type (`llama_ftype`), as written to `general.file_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileType {
+    pub id: u32,
+    /// The default tensor type for quantizable tensors.
+    pub tensor_type: GgmlType,
+    /// Name used in file names (`F16`, `Q8_0`).
+    pub label: &'static str,
+}
+
+impl FileType {
+    pub const ALL_F32: FileType = FileType {
+        id: 0,
+        tensor_type: GgmlType::F32,
+        label: "F32",
+    };
+    pub const MOSTLY_F16: FileType = FileType {
+        id: 1,
+        tensor_type: GgmlType::F16,
+        label: "F16",
+    };
+    pub const MOSTLY_Q8_0: FileType = FileType {
+        id: 7,
+        tensor_type: GgmlType::Q8_0,
+        label: "Q8_0",
+    };
+    pub const MOSTLY_BF16: FileType = FileType {
+        id: 32,
+        tensor_type: GgmlType::BF16,
+        label: "BF16",
+    };
+}
+
+/// Options of one conversion.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    pub outtype: OutType,
+    /// A file, a directory (default name inside it), or a `{ftype}` template. `None`: the current
+    /// directory with the default name.
+    pub outfile: Option<PathBuf>,
+    /// `--pre NAME`: force `tokenizer.ggml.pre`.
+    pub pre_override: Option<String>,
+    /// `--model-name`.
+    pub model_name: Option<String>,
+    /// The Hub repo id the checkpoint came from, if any (names the model).
+    pub repo_id: Option<String>,
+}
+
+impl Default for ConvertOptions {
+    fn default() -> Self {
+        ConvertOptions {
+            outtype: OutType::Auto,
+            outfile: None,
+            pre_override: None,
+            model_name: None,
+            repo_id: None,
+        }
+    }
+}
+
+/// Where a planned tensor's values come from.
+#[derive(Clone, Debug)]
+enum Origin {
+    Hf(usize),
+    Extra(ExtraTensor),
+}
+
+/// One tensor of the output, decided before any data is read.
+#[derive(Clone, Debug)]
+pub struct PlannedTensor {
+    origin: Origin,
+    pub name: String,
+    /// PyTorch order.
+    pub shape: Vec<usize>,
+    pub ggml_type: GgmlType,
+    transforms: Vec<Transform>,
+}
+
+/// Everything needed to write the file.
+pub struct Plan {
+    pub arch: &'static ArchSpec,
+    pub hparams: Hparams,
+    pub ftype: FileType,
+    pub metadata: Metadata,
+    pub tensors: Vec<PlannedTensor>,
+    pub outfile: PathBuf,
+    n_vocab: Option<usize>,
+    checkpoint: Checkpoint,
+}
+
+/// What a finished conversion reports.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Summary {
+    pub output: PathBuf,
+    pub architecture: String,
+    pub file_type: String,
+    pub n_tensors: usize,
+    pub n_params: u64,
+    pub bytes_written: u64,
+    pub bytes_read: u64,
+}
+
+/// Reads `config.json` as JSON.
+pub fn read_config(dir: &Path) -> Result<serde_json::Value, ConvertError> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| ConvertError::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| ConvertError::BadInput {
+        path,
+        message: format!("invalid JSON: {e}"),
+    })
+}
+
+/// Plans a conversion of the HF folder `dir`.
+pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
+    let config_path = dir.join("config.json");
+    let reg = |source| ConvertError::Registry {
+        path: config_path.clone(),
+        source,
+    };
+    let config = read_config(dir)?;
+    let hf_arch = arch_registry::hf_architecture(&config).map_err(reg)?;
+    let arch = arch_registry::lookup(hf_arch).map_err(reg)?;
+    let hparams = Hparams::from_config(&config, arch.config_class().map_err(reg)?).map_err(reg)?;
+    let checkpoint = Checkpoint::open(dir)?;
+
+    let ftype = resolve_ftype(opts.outtype, checkpoint.tensors());
+    let n_vocab = if arch
+        .tensors
+        .iter()
+        .any(|r| r.weight.contains(&Transform::TruncateToVocab))
+    {
+        Some(real_vocab_len(dir, &hparams)?)
+    } else {
+        None
+    };
+
+    let mut tensors = Vec::new();
+    for extra in arch.extra {
+        if let Some(t) = plan_extra(*extra, &hparams, ftype)? {
+            tensors.push(t);
+        }
+    }
+    for (i, src) in checkpoint.tensors().iter().enumerate() {
+        let Some(mapped) =
+            arch.map_tensor(&src.name)
+                .map_err(|message| ConvertError::BadInput {
+                    path: checkpoint.part_path(src).to_path_buf(),
+                    message,
+                })?
+        else {
+            continue;
+        };
+        let mut shape = src.shape.clone();
+        for t in &mapped.transforms {
+            match t {
+                Transform::Transpose => {
+                    if shape.len() != 2 {
+                        return Err(ConvertError::Tensor {
+                            tensor: src.name.clone(),
+                            message: format!("expected a 2-D Conv1D weight, found shape {shape:?}"),
+                        });
+                    }
+                    shape.swap(0, 1);
+                }
+                Transform::TruncateToVocab => {
+                    if let (Some(n), Some(rows)) = (n_vocab, shape.first_mut()) {
+                        *rows = (*rows).min(n);
+                    }
+                }
+                Transform::PermuteQ | Transform::PermuteK | Transform::AddOne => {}
+            }
+        }
+        let ggml_type = tensor_type(&mapped.gguf_name, &shape, ftype);
+        tensors.push(PlannedTensor {
+            origin: Origin::Hf(i),
+            name: mapped.gguf_name,
+            shape,
+            ggml_type,
+            transforms: mapped.transforms,
+        });
+    }
+    check_unique(&tensors)?;
+
+    // Metadata, in llama.cpp's write order.
+    let mut metadata = Metadata::new();
+    metadata.set("general.architecture", arch.gguf_arch);
+    metadata.set("general.type", "model");
+    let params = crate::general::count_params(
+        tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.shape.iter().product::<usize>() as u64)),
+    );
+    let general = crate::general::general_metadata(&crate::general::GeneralInput {
+        model_dir: dir,
+        config: &config,
+        params,
+        output_type: ftype.label,
+        name_override: opts.model_name.as_deref(),
+        repo_id: opts.repo_id.as_deref(),
+    })
+    .map_err(|e| ConvertError::General(e.to_string()))?;
+    for (k, v) in general.kvs {
+        metadata.set(k, v);
+    }
+    for (k, v) in arch.hparam_kvs(&hparams, ftype.id).map_err(reg)? {
+        metadata.set(k, v);
+    }
+    metadata.set("general.quantization_version", Value::U32(2));
+    let vocab: Vec<(String, Value)> = Vec::new(); // TEMP
+    for (k, v) in vocab {
+        metadata.set(k, v);
+    }
+
+    let outfile = match &opts.outfile {
+        None => PathBuf::from(&general.default_file_name),
+        Some(p) if p.is_dir() => p.join(&general.default_file_name),
+        Some(p) => {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            p.with_file_name(crate::general::fill_templated_filename(&name, ftype.label))
+        }
+    };
+    Ok(Plan {
+        arch,
+        hparams,
+        ftype,
+        metadata,
+        tensors,
+        outfile,
+        n_vocab,
+        checkpoint,
+    })
+}
+
+/// The vocabulary size Gemma 3 truncates its embedding to: llama.cpp takes the SentencePiece
+/// vocabulary padded to `vocab_size` (i.e. `vocab_size`), or for `tokenizer.json` the number of
+/// vocab entries plus added tokens.
+fn real_vocab_len(dir: &Path, hp: &Hparams) -> Result<usize, ConvertError> {
+    if dir.join("tokenizer.model").is_file() {
+        return hp
+            .u64(&["vocab_size"])
+            .map(|n| n as usize)
+            .ok_or_else(|| ConvertError::Vocab("config.json has no vocab_size".into()));
+    }
+    let path = dir.join("tokenizer.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| ConvertError::io(&path, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| ConvertError::BadInput {
+            path: path.clone(),
+            message: format!("invalid JSON: {e}"),
+        })?;
+    let vocab = json
+        .pointer("/model/vocab")
+        .and_then(|v| v.as_object())
+        .map(|v| v.len());
+    let added = json
+        .get("added_tokens")
+        .and_then(|v| v.as_array())
+        .map(|v| v.len())
+        .unwrap_or(0);
+    vocab
+        .map(|v| v + added)
+        .ok_or_else(|| ConvertError::BadInput {
+            path,
+            message: "no model.vocab object".into(),
+        })
+}
+
+fn check_unique(tensors: &[PlannedTensor]) -> Result<(), ConvertError> {
+    let mut seen = std::collections::HashSet::new();
+    for t in tensors {
+        if !seen.insert(t.name.as_str()) {
+            return Err(ConvertError::Tensor {
+                tensor: t.name.clone(),
+                message: "two input tensors map to this name".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `--outtype auto`: the first tensor with at least two dimensions that is bf16 or f16 decides;
+/// otherwise F16 (llama.cpp's heuristic, which skips f32 tensors rather than stopping at them).
+fn resolve_ftype(outtype: OutType, tensors: &[SourceTensor]) -> FileType {
+    match outtype {
+        OutType::F32 => FileType::ALL_F32,
+        OutType::F16 => FileType::MOSTLY_F16,
+        OutType::BF16 => FileType::MOSTLY_BF16,
+        OutType::Q8_0 => FileType::MOSTLY_Q8_0,
+        OutType::Auto => tensors
+            .iter()
+            .filter(|t| t.shape.len() >= 2)
+            .find_map(|t| match t.dtype {
+                SourceDtype::BF16 => Some(FileType::MOSTLY_BF16),
+                SourceDtype::F16 => Some(FileType::MOSTLY_F16),
+                SourceDtype::F32 => None,
+            })
+            .unwrap_or(FileType::MOSTLY_F16),
+    }
+}
+
+/// GGUF names that llama.cpp always keeps in F32 (routers, position embeddings, …).
+const FORCED_F32: &[&str] = &[
+    "ffn_gate_inp.weight",
+    "ffn_gate_inp_shexp.weight",
+    "position_embd.weight",
+    "token_types.weight",
+];
+
+/// The per-tensor type choice of llama.cpp's `prepare_tensors`.
+fn tensor_type(name: &str, shape: &[usize], ftype: FileType) -> GgmlType {
+    if shape.len() <= 1 || name.ends_with("_norm.weight") {
+        return GgmlType::F32;
+    }
+    let base = name
+        .split('.')
+        .skip_while(|p| *p == "blk" || p.bytes().all(|b| b.is_ascii_digit()))
+        .collect::<Vec<_>>()
+        .join(".");
+    if FORCED_F32.contains(&base.as_str())
+        || !(name.ends_with(".weight") || name.ends_with(".lora_a") || name.ends_with(".lora_b"))
+    {
+        return GgmlType::F32;
+    }
+    let ty = ftype.tensor_type;
+    let row = shape.last().copied().unwrap_or(1);
+    if ty.is_quantized() && row % ty.block_size() != 0 {
+        // llama.cpp: "quantization failed … falling back to F16"
+        return GgmlType::F16;
+    }
+    ty
+}
+
+fn plan_extra(
+    extra: ExtraTensor,
+    hp: &Hparams,
+    _ftype: FileType,
+) -> Result<Option<PlannedTensor>, ConvertError> {
+    match extra {
+        ExtraTensor::Llama3RopeFreqs => {
+            let rp = hp.rope_full();
+            if !rp
+                .get("rope_type")
+                .and_then(|v| v.as_str())
+                .is_some_and(|t| t.eq_ignore_ascii_case("llama3"))
+            {
+                return Ok(None);
+            }
+            let dim = rope_head_dim(hp)?;
+            Ok(Some(PlannedTensor {
+                origin: Origin::Extra(extra),
+                name: "rope_freqs.weight".into(),
+                shape: vec![dim / 2],
+                ggml_type: GgmlType::F32,
+                transforms: Vec::new(),
+            }))
+        }
+    }
+}
+
+fn rope_head_dim(hp: &Hparams) -> Result<usize, ConvertError> {
+    let missing = |k: &str| ConvertError::Registry {
+        path: PathBuf::from("config.json"),
+        source: arch_registry::RegistryError::MissingHparam(k.into()),
+    };
+    if let Some(d) = hp.u64(&["head_dim"]) {
+        return Ok(d as usize);
+    }
+    let hidden = hp
+        .u64(&["hidden_size"])
+        .ok_or_else(|| missing("hidden_size"))?;
+    let heads = hp
+        .u64(&["num_attention_heads"])
+        .filter(|h| *h > 0)
+        .ok_or_else(|| missing("num_attention_heads"))?;
+    Ok((hidden / heads) as usize)
+}
+
+/// Llama-3 `rope_freqs`, computed in f32 step by step as torch does in llama.cpp's converter.
+fn llama3_rope_freqs(hp: &Hparams) -> Result<Vec<f32>, ConvertError> {
+    let rp = hp.rope_full();
+    let get = |k: &str, d: f64| rp.get(k).and_then(|v| v.as_f64()).unwrap_or(d);
+    let base = get("rope_theta", 10000.0) as f32;
+    let dim = rope_head_dim(hp)?;
+    let factor = get("factor", 8.0) as f32;
+    let low_freq_factor = get("low_freq_factor", 1.0);
+    let high_freq_factor = get("high_freq_factor", 4.0);
+    let old_context_len = get("original_max_position_embeddings", 8192.0);
+    // Python floats: these two divisions happen in f64.
+    let low_freq_wavelen = old_context_len / low_freq_factor;
+    let high_freq_wavelen = old_context_len / high_freq_factor;
+    let mut out = Vec::with_capacity(dim / 2);
+    for i in (0..dim).step_by(2) {
+        let exponent = i as f32 / dim as f32;
+        let freq = 1.0f32 / base.powf(exponent);
+        let wavelen = (2.0 * std::f64::consts::PI) as f32 / freq;
+        let w = wavelen as f64;
+        let v = if w < high_freq_wavelen {
+            1.0
+        } else if w > low_freq_wavelen {
+            factor
+        } else {
+            let smooth = (old_context_len as f32 / wavelen - low_freq_factor as f32)
+                / (high_freq_factor as f32 - low_freq_factor as f32);
+            1.0f32 / ((1.0f32 - smooth) / factor + smooth)
+        };
+        out.push(v);
+    }
+    Ok(out)
+}
+
+impl Plan {
+    /// Header descriptions of every tensor.
+    pub fn descs(&self) -> Vec<TensorDesc> {
+        self.tensors
+            .iter()
+            .map(|t| TensorDesc::from_shape(&t.name, &t.shape, t.ggml_type))
+            .collect()
+    }
+
+    pub fn input_bytes(&self) -> u64 {
+        self.checkpoint.total_bytes()
+    }
+
+    /// Streams every tensor into `outfile` (temporary file renamed on success). `progress` is
+    /// called with the number of input bytes consumed after each tensor.
+    pub fn write(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<Summary, ConvertError> {
+        let out = &self.outfile;
+        let file = AtomicFile::create(out).map_err(|e| ConvertError::io(out, e))?;
+        let descs = self.descs();
+        let mut writer = GgufWriter::new(file, &self.metadata, &descs)
+            .map_err(|e| ConvertError::write(out, e))?;
+        let mut n_params = 0u64;
+        for t in &self.tensors {
+            let bytes = self.produce(t)?;
+            n_params += t.shape.iter().product::<usize>() as u64;
+            writer
+                .write_tensor(&t.name, &bytes)
+                .map_err(|e| ConvertError::write(out, e))?;
+            if let Origin::Hf(i) = t.origin {
+                progress(self.checkpoint.tensors()[i].n_bytes() as u64);
+            }
+        }
+        let bytes_written = writer.position();
+        let file = writer.finish().map_err(|e| ConvertError::write(out, e))?;
+        file.commit().map_err(|e| ConvertError::io(out, e))?;
+        Ok(Summary {
+            output: out.clone(),
+            architecture: self.arch.gguf_arch.to_string(),
+            file_type: self.ftype.label.to_string(),
+            n_tensors: self.tensors.len(),
+            n_params,
+            bytes_written,
+            bytes_read: self.input_bytes(),
+        })
+    }
+
+    /// Reads, transforms and encodes one tensor.
+    fn produce(&self, t: &PlannedTensor) -> Result<Vec<u8>, ConvertError> {
+        let (mut values, f16_exact) = match t.origin {
+            Origin::Extra(ExtraTensor::Llama3RopeFreqs) => {
+                (llama3_rope_freqs(&self.hparams)?, false)
+            }
+            Origin::Hf(i) => {
+                let src = &self.checkpoint.tensors()[i];
+                (
+                    widen(self.checkpoint.bytes(src), src.dtype),
+                    src.dtype == SourceDtype::F16,
+                )
+            }
+        };
+        if let Origin::Hf(i) = t.origin {
+            let src = &self.checkpoint.tensors()[i];
+            values = self.apply_transforms(src, t, values, f16_exact)?;
+        }
+        encode(&values, t, f16_exact)
+    }
+
+    fn apply_transforms(
+        &self,
+        src: &SourceTensor,
+        t: &PlannedTensor,
+        mut values: Vec<f32>,
+        f16_exact: bool,
+    ) -> Result<Vec<f32>, ConvertError> {
+        let err = |message: String| ConvertError::Tensor {
+            tensor: src.name.clone(),
+            message,
+        };
+        let mut shape = src.shape.clone();
+        for tr in &t.transforms {
+            match tr {
+                Transform::PermuteQ | Transform::PermuteK => {
+                    let n_head = self
+                        .hparams
+                        .u64(&["n_heads", "num_attention_heads"])
+                        .ok_or_else(|| err("num_attention_heads missing".into()))?;
+                    let n_kv = self
+                        .hparams
+                        .u64(&["n_kv_heads", "num_key_value_heads"])
+                        .unwrap_or(n_head);
+                    let heads = if *tr == Transform::PermuteK && n_kv != n_head {
+                        n_kv
+                    } else {
+                        n_head
+                    };
+                    let rows = shape.first().copied().unwrap_or(1);
+                    let row_len = if rows == 0 { 0 } else { values.len() / rows };
+                    let map = arch_registry::permute_rows(rows, heads as usize).map_err(err)?;
+                    let mut out = vec![0f32; values.len()];
+                    out.par_chunks_mut(row_len.max(1))
+                        .zip(map.par_iter())
+                        .for_each(|(dst, &from)| {
+                            dst.copy_from_slice(&values[from * row_len..(from + 1) * row_len]);
+                        });
+                    values = out;
+                }
+                Transform::AddOne => {
+                    if f16_exact {
+                        values.par_iter_mut().for_each(|v| {
+                            *v = quantize::f16_bits_to_f32(quantize::f32_to_f16_bits(*v + 1.0))
+                        });
+                    } else {
+                        values.par_iter_mut().for_each(|v| *v += 1.0);
+                    }
+                }
+                Transform::Transpose => {
+                    let (a, b) = (shape[0], shape[1]);
+                    let mut out = vec![0f32; values.len()];
+                    out.par_chunks_mut(a.max(1))
+                        .enumerate()
+                        .for_each(|(j, row)| {
+                            for (i, v) in row.iter_mut().enumerate() {
+                                *v = values[i * b + j];
+                            }
+                        });
+                    values = out;
+                    shape.swap(0, 1);
+                }
+                Transform::TruncateToVocab => {
+                    if let (Some(n), Some(&rows)) = (self.n_vocab, shape.first()) {
+                        if n < rows {
+                            let row_len = values.len() / rows.max(1);
+                            values.truncate(n * row_len);
+                            shape[0] = n;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(values)
+    }
+}
+
+/// Source bytes → f32 (exact for all three dtypes).
+fn widen(bytes: &[u8], dtype: SourceDtype) -> Vec<f32> {
+    match dtype {
+        SourceDtype::F32 => bytes
+            .par_chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        SourceDtype::F16 => bytes
+            .par_chunks_exact(2)
+            .map(|b| quantize::f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        SourceDtype::BF16 => bytes
+            .par_chunks_exact(2)
+            .map(|b| quantize::bf16_bits_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+    }
+}
+
+/// f32 values → the tensor's GGUF bytes.
+fn encode(values: &[f32], t: &PlannedTensor, _f16_exact: bool) -> Result<Vec<u8>, ConvertError> {
+    let err = |e: quantize::QuantizeError| ConvertError::Tensor {
+        tensor: t.name.clone(),
+        message: e.to_string(),
+    };
+    Ok(match t.ggml_type {
+        GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        GgmlType::F16 => {
+            let mut out = vec![0u8; values.len() * 2];
+            out.par_chunks_exact_mut(2)
+                .zip(values.par_iter())
+                .for_each(|(o, v)| o.copy_from_slice(&quantize::f32_to_f16_bits(*v).to_le_bytes()));
+            out
+        }
+        GgmlType::BF16 => {
+            let mut out = vec![0u8; values.len() * 2];
+            out.par_chunks_exact_mut(2)
+                .zip(values.par_iter())
+                .for_each(|(o, v)| {
+                    o.copy_from_slice(&quantize::f32_to_bf16_bits(*v).to_le_bytes())
+                });
+            out
+        }
+        ty => {
+            let row = t.shape.last().copied().unwrap_or(1);
+            quantize::quantize(ty, values, row, None).map_err(err)?
+        }
+    })
+}
