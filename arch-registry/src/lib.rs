@@ -12,7 +12,7 @@ mod steps;
 use std::fmt;
 
 pub use hparams::{ConfigClass, Hparams, RopeStyle, CONFIG_CLASSES};
-pub use steps::{Step, Ty};
+pub use steps::{phi3_rope_dims, Step, Ty};
 
 /// Errors from looking up or evaluating an architecture.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -70,6 +70,10 @@ pub struct TensorRule {
 pub enum ExtraTensor {
     /// `rope_freqs.weight` for Llama-3 style `rope_type: llama3` scaling.
     Llama3RopeFreqs,
+    /// `rope_factors_long.weight` from Phi-3's `rope_scaling.long_factor` (long-rope models).
+    RopeFactorsLong,
+    /// `rope_factors_short.weight` from `rope_scaling.short_factor`.
+    RopeFactorsShort,
 }
 
 /// Which tokenizer conversion recipe a family uses (the vocab module implements them).
@@ -95,6 +99,9 @@ pub struct ArchSpec {
     pub gguf_arch: &'static str,
     /// The transformers config class (`model_type`) whose defaults apply.
     pub model_type: &'static str,
+    /// Keys llama.cpp writes while it prepares tensors, i.e. right after
+    /// `general.architecture` and before `general.type` (Phi-3's long-rope attention factor).
+    pub early_steps: &'static [Step],
     /// Hyperparameter keys in write order.
     pub steps: &'static [Step],
     pub tensors: &'static [TensorRule],
@@ -185,9 +192,23 @@ impl ArchSpec {
         hp: &Hparams,
         ftype: u32,
     ) -> Result<Vec<(String, gguf::Value)>, RegistryError> {
+        Self::eval(self.steps, self.gguf_arch, hp, ftype)
+    }
+
+    /// Evaluates [`ArchSpec::early_steps`].
+    pub fn early_kvs(&self, hp: &Hparams) -> Result<Vec<(String, gguf::Value)>, RegistryError> {
+        Self::eval(self.early_steps, self.gguf_arch, hp, 0)
+    }
+
+    fn eval(
+        steps: &[Step],
+        arch: &str,
+        hp: &Hparams,
+        ftype: u32,
+    ) -> Result<Vec<(String, gguf::Value)>, RegistryError> {
         let mut out = gguf::Metadata::new();
-        for step in self.steps {
-            step.apply(self.gguf_arch, hp, ftype, &mut out)?;
+        for step in steps {
+            step.apply(arch, hp, ftype, &mut out)?;
         }
         Ok(out
             .iter()
@@ -430,6 +451,7 @@ pub static ARCHS: &[ArchSpec] = &[
         hf_archs: &["LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM"],
         gguf_arch: "llama",
         model_type: "llama",
+        early_steps: &[],
         steps: steps::LLAMA,
         tensors: &LLAMA_TENSORS,
         drop: &[],
@@ -440,6 +462,7 @@ pub static ARCHS: &[ArchSpec] = &[
         hf_archs: &["Qwen2ForCausalLM"],
         gguf_arch: "qwen2",
         model_type: "qwen2",
+        early_steps: &[],
         steps: steps::TEXT_MODEL,
         tensors: &QWEN2_TENSORS,
         drop: &[],
@@ -450,6 +473,7 @@ pub static ARCHS: &[ArchSpec] = &[
         hf_archs: &["Qwen3ForCausalLM"],
         gguf_arch: "qwen3",
         model_type: "qwen3",
+        early_steps: &[],
         steps: steps::TEXT_MODEL,
         tensors: &QWEN3_TENSORS,
         drop: &[],
@@ -460,6 +484,7 @@ pub static ARCHS: &[ArchSpec] = &[
         hf_archs: &["Gemma2ForCausalLM"],
         gguf_arch: "gemma2",
         model_type: "gemma2",
+        early_steps: &[],
         steps: steps::GEMMA2,
         tensors: &GEMMA2_TENSORS,
         drop: &["lm_head.weight"],
@@ -470,6 +495,7 @@ pub static ARCHS: &[ArchSpec] = &[
         hf_archs: &["Gemma3ForCausalLM"],
         gguf_arch: "gemma3",
         model_type: "gemma3_text",
+        early_steps: &[],
         steps: steps::GEMMA3,
         tensors: &GEMMA3_TENSORS,
         drop: &[],
@@ -480,16 +506,18 @@ pub static ARCHS: &[ArchSpec] = &[
         hf_archs: &["Phi3ForCausalLM"],
         gguf_arch: "phi3",
         model_type: "phi3",
+        early_steps: steps::PHI3_EARLY,
         steps: steps::PHI3,
         tensors: &PHI3_TENSORS,
         drop: &[],
-        extra: &[],
+        extra: &[ExtraTensor::RopeFactorsLong, ExtraTensor::RopeFactorsShort],
         vocab: VocabRecipe::Phi3,
     },
     ArchSpec {
         hf_archs: &["GPT2LMHeadModel"],
         gguf_arch: "gpt2",
         model_type: "gpt2",
+        early_steps: &[],
         steps: steps::GPT2,
         tensors: &GPT2_TENSORS,
         drop: &[],

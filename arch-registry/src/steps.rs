@@ -411,21 +411,7 @@ pub const PHI3: &[Step] = &[
         if n_head == 0 {
             return Err(RegistryError::BadHparam("num_attention_heads is 0".into()));
         }
-        let pct = hp
-            .rope_parameters()
-            .get("partial_rotary_factor")
-            .and_then(Json::as_f64)
-            .unwrap_or(1.0);
-        if hp
-            .rope_parameters()
-            .get("long_factor")
-            .is_some_and(|v| !v.is_null())
-        {
-            return Err(RegistryError::Unsupported(
-                "Phi-3 long-rope (rope_scaling long_factor) is not supported yet".into(),
-            ));
-        }
-        Ok(Some(Json::from(((pct * n_embd as f64) as u64) / n_head)))
+        Ok(Some(Json::from(phi3_rope_dims(hp, n_embd, n_head))))
     }),
     Step::Computed("rope.freq_base", Ty::F32, |hp| {
         hp.rope_full()
@@ -444,6 +430,53 @@ pub const PHI3: &[Step] = &[
         ))
     }),
 ];
+
+/// `int(partial_rotary_factor * n_embd) // n_head`.
+pub fn phi3_rope_dims(hp: &Hparams, n_embd: u64, n_head: u64) -> u64 {
+    let pct = hp
+        .rope_parameters()
+        .get("partial_rotary_factor")
+        .and_then(Json::as_f64)
+        .unwrap_or(1.0);
+    ((pct * n_embd as f64) as u64) / n_head
+}
+
+/// Phi-3 long-rope: `rope.scaling.attn_factor`, written by llama.cpp while it generates the
+/// rope factor tensors (hence before `general.type`).
+pub const PHI3_EARLY: &[Step] = &[Step::Computed("rope.scaling.attn_factor", Ty::F32, |hp| {
+    let rp = hp.rope_parameters();
+    if rp
+        .get("long_factor")
+        .and_then(Json::as_array)
+        .is_none_or(|a| a.is_empty())
+    {
+        return Ok(None);
+    }
+    let max_pos = hp
+        .f64(&["n_positions", "max_position_embeddings"])
+        .ok_or_else(|| RegistryError::MissingHparam("max_position_embeddings".into()))?;
+    let orig = rp
+        .get("original_max_position_embeddings")
+        .and_then(Json::as_f64)
+        .ok_or_else(|| RegistryError::MissingHparam("original_max_position_embeddings".into()))?;
+    let scale = max_pos / orig;
+    let factor = match rp
+        .get("rope_type")
+        .and_then(Json::as_str)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("su" | "longrope") if scale > 1.0 => (1.0 + scale.ln() / orig.ln()).sqrt(),
+        Some("yarn") if scale > 1.0 => 0.1 * scale.ln() + 1.0,
+        Some("su" | "longrope" | "yarn") => 1.0,
+        other => {
+            return Err(RegistryError::Unsupported(format!(
+                "Phi-3 rope scaling type {other:?}"
+            )))
+        }
+    };
+    Ok(Some(Json::from(factor)))
+})];
 
 /// `GPT2Model.set_gguf_parameters`. llama.cpp reads `n_ctx`, which transformers 5 no longer
 /// writes; we fall back to `n_positions` (the same number in every GPT-2 config) instead of failing.

@@ -175,7 +175,7 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
 
     let mut tensors = Vec::new();
     for extra in arch.extra {
-        if let Some(t) = plan_extra(*extra, &hparams, ftype)? {
+        if let Some(t) = plan_extra(*extra, &hparams)? {
             tensors.push(t);
         }
     }
@@ -223,6 +223,9 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
     // Metadata, in llama.cpp's write order.
     let mut metadata = Metadata::new();
     metadata.set("general.architecture", arch.gguf_arch);
+    for (k, v) in arch.early_kvs(&hparams).map_err(reg)? {
+        metadata.set(k, v);
+    }
     metadata.set("general.type", "model");
     let params = crate::general::count_params(
         tensors
@@ -245,7 +248,11 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
         metadata.set(k, v);
     }
     metadata.set("general.quantization_version", Value::U32(2));
-    let vocab: Vec<(String, Value)> = Vec::new(); // TEMP
+    let vocab_opts = crate::vocab::VocabOptions {
+        pre_override: opts.pre_override.clone(),
+    };
+    let vocab = crate::vocab::vocab_metadata(dir, hf_arch, &config, &vocab_opts)
+        .map_err(|e| ConvertError::Vocab(e.to_string()))?;
     for (k, v) in vocab {
         metadata.set(k, v);
     }
@@ -372,29 +379,75 @@ fn tensor_type(name: &str, shape: &[usize], ftype: FileType) -> GgmlType {
     ty
 }
 
-fn plan_extra(
-    extra: ExtraTensor,
-    hp: &Hparams,
-    _ftype: FileType,
-) -> Result<Option<PlannedTensor>, ConvertError> {
+fn plan_extra(extra: ExtraTensor, hp: &Hparams) -> Result<Option<PlannedTensor>, ConvertError> {
+    let values = match extra_values(extra, hp)? {
+        Some(v) => v,
+        None => return Ok(None),
+    };
+    let name = match extra {
+        ExtraTensor::Llama3RopeFreqs => "rope_freqs.weight",
+        ExtraTensor::RopeFactorsLong => "rope_factors_long.weight",
+        ExtraTensor::RopeFactorsShort => "rope_factors_short.weight",
+    };
+    Ok(Some(PlannedTensor {
+        origin: Origin::Extra(extra),
+        name: name.into(),
+        shape: vec![values.len()],
+        ggml_type: GgmlType::F32,
+        transforms: Vec::new(),
+    }))
+}
+
+/// The values of a generated tensor, or `None` when this model does not have it.
+fn extra_values(extra: ExtraTensor, hp: &Hparams) -> Result<Option<Vec<f32>>, ConvertError> {
+    let bad = |message: String| ConvertError::Registry {
+        path: PathBuf::from("config.json"),
+        source: arch_registry::RegistryError::BadHparam(message),
+    };
     match extra {
         ExtraTensor::Llama3RopeFreqs => {
             let rp = hp.rope_full();
-            if !rp
+            let is_llama3 = rp
                 .get("rope_type")
                 .and_then(|v| v.as_str())
-                .is_some_and(|t| t.eq_ignore_ascii_case("llama3"))
-            {
-                return Ok(None);
+                .is_some_and(|t| t.eq_ignore_ascii_case("llama3"));
+            if is_llama3 {
+                Ok(Some(llama3_rope_freqs(hp)?))
+            } else {
+                Ok(None)
             }
-            let dim = rope_head_dim(hp)?;
-            Ok(Some(PlannedTensor {
-                origin: Origin::Extra(extra),
-                name: "rope_freqs.weight".into(),
-                shape: vec![dim / 2],
-                ggml_type: GgmlType::F32,
-                transforms: Vec::new(),
-            }))
+        }
+        ExtraTensor::RopeFactorsLong | ExtraTensor::RopeFactorsShort => {
+            let rp = hp.rope_parameters();
+            let list = |k: &str| -> Option<Vec<f64>> {
+                rp.get(k)
+                    .and_then(|v| v.as_array())
+                    .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+            };
+            let Some(long) = list("long_factor").filter(|l| !l.is_empty()) else {
+                return Ok(None);
+            };
+            let short = list("short_factor")
+                .ok_or_else(|| bad("rope_scaling has long_factor but no short_factor".into()))?;
+            let n_embd = hp.u64(&["hidden_size", "n_embd"]).unwrap_or(0);
+            let n_head = hp
+                .u64(&["num_attention_heads", "n_head"])
+                .filter(|n| *n > 0)
+                .unwrap_or(1);
+            let half = arch_registry::phi3_rope_dims(hp, n_embd, n_head) as usize / 2;
+            if long.len() != short.len() || long.len() != half {
+                return Err(bad(format!(
+                    "rope long/short factors must have {half} entries each, found {} and {}",
+                    long.len(),
+                    short.len()
+                )));
+            }
+            let v = if extra == ExtraTensor::RopeFactorsLong {
+                long
+            } else {
+                short
+            };
+            Ok(Some(v.into_iter().map(|x| x as f32).collect()))
         }
     }
 }
@@ -499,9 +552,10 @@ impl Plan {
     /// Reads, transforms and encodes one tensor.
     fn produce(&self, t: &PlannedTensor) -> Result<Vec<u8>, ConvertError> {
         let (mut values, f16_exact) = match t.origin {
-            Origin::Extra(ExtraTensor::Llama3RopeFreqs) => {
-                (llama3_rope_freqs(&self.hparams)?, false)
-            }
+            Origin::Extra(extra) => (
+                extra_values(extra, &self.hparams)?.unwrap_or_default(),
+                false,
+            ),
             Origin::Hf(i) => {
                 let src = &self.checkpoint.tensors()[i];
                 (
