@@ -30,12 +30,6 @@ pub(crate) fn wr_f16(b: &mut [u8], off: usize, v: f32) {
     b[off..off + 2].copy_from_slice(&f32_to_f16_bits(v).to_le_bytes());
 }
 
-/// Re-reads a value through fp16, as the K-quants do before their requantize loops.
-#[inline(always)]
-pub(crate) fn via_f16(v: f32) -> f32 {
-    f16_bits_to_f32(f32_to_f16_bits(v))
-}
-
 /// Symmetric quantizer with an RMSE-weighted scale search (`make_qx_quants`).
 /// `l` receives values in `0..2*nmax`. `rmse_type` 1 weighs by x² unless `qw` is given.
 pub(crate) fn make_qx_quants(
@@ -45,7 +39,33 @@ pub(crate) fn make_qx_quants(
     rmse_type: i32,
     qw: Option<&[f32]>,
 ) -> f32 {
+    // Monomorphise the weight function so the hot loops do not re-dispatch per element.
+    let return_early = rmse_type < 0;
+    match (qw, rmse_type.abs()) {
+        (_, 0) => qx_inner(nmax, x, l_out, 0, false, |_| 0.0),
+        (Some(w), _) => {
+            let w = &w[..x.len()];
+            qx_inner(nmax, x, l_out, 1, return_early, |i| w[i])
+        }
+        (None, 1) => qx_inner(nmax, x, l_out, 1, return_early, |i| x[i] * x[i]),
+        (None, 2) => qx_inner(nmax, x, l_out, 1, return_early, |_| 1.0),
+        (None, 3) => qx_inner(nmax, x, l_out, 1, return_early, |i| x[i].abs()),
+        (None, _) => qx_inner(nmax, x, l_out, 1, return_early, |i| x[i].abs().sqrt()),
+    }
+}
+
+/// Body of `make_qx_quants`; `mode` 0 is `rmse_type == 0` (plain rounding, no search).
+#[inline(always)]
+fn qx_inner(
+    nmax: i32,
+    x: &[f32],
+    l_out: &mut [i8],
+    mode: i32,
+    return_early: bool,
+    weight: impl Fn(usize) -> f32,
+) -> f32 {
     let n = x.len();
+    let l_out = &mut l_out[..n];
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
     for &v in x {
@@ -56,35 +76,18 @@ pub(crate) fn make_qx_quants(
         }
     }
     if amax < GROUP_MAX_EPS {
-        l_out[..n].fill(0);
+        l_out.fill(0);
         return 0.0;
     }
     let nmaxf = nmax as f32;
     let mut iscale = -nmaxf / max;
-    if rmse_type == 0 {
+    if mode == 0 {
         for i in 0..n {
             let l = nearest_int(iscale * x[i]);
             l_out[i] = (nmax + l.clamp(-nmax, nmax - 1)) as i8;
         }
         return 1.0 / iscale;
     }
-    let mut rmse_type = rmse_type;
-    let mut return_early = false;
-    if rmse_type < 0 {
-        rmse_type = -rmse_type;
-        return_early = true;
-    }
-    let weight = |i: usize| -> f32 {
-        match qw {
-            Some(w) => w[i],
-            None => match rmse_type {
-                1 => x[i] * x[i],
-                2 => 1.0,
-                3 => x[i].abs(),
-                _ => x[i].abs().sqrt(),
-            },
-        }
-    };
     let mut sumlx = 0.0f32;
     let mut suml2 = 0.0f32;
     for i in 0..n {
@@ -133,6 +136,7 @@ pub(crate) fn make_qx_quants(
 /// Q3_K's reference sub-block quantizer (`make_q3_quants`): coordinate descent with weights x².
 pub(crate) fn make_q3_quants(nmax: i32, x: &[f32], l_out: &mut [i8], do_rmse: bool) -> f32 {
     let n = x.len();
+    let l_out = &mut l_out[..n];
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
     for &v in x {
@@ -216,38 +220,12 @@ pub(crate) fn make_qkx2_quants(
     laux: &mut [u8],
     p: MinSearch,
 ) -> f32 {
-    let n = x.len();
-    let mut min = x[0];
-    let mut max = x[0];
-    let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
-        }
-        if x[i] > max {
-            max = x[i];
-        }
-        let w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max == min {
-        l_out[..n].fill(0);
-        *the_min = -min;
-        return 0.0;
-    }
-    qkx_search(
-        nmax, x, |i| weights[i], sum_w, sum_x, min, max, l_out, the_min, laux, p,
-    )
+    let w = &weights[..x.len()];
+    qkx_generic(nmax, x, |i| w[i], false, l_out, the_min, laux, p)
 }
 
 /// Like [`make_qkx2_quants`] but weights default to x² and a degenerate range is `max <= min`
 /// (`make_qkx3_quants`, used by the imatrix paths).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn make_qkx3_quants(
     nmax: i32,
     x: &[f32],
@@ -257,13 +235,31 @@ pub(crate) fn make_qkx3_quants(
     laux: &mut [u8],
     p: MinSearch,
 ) -> f32 {
-    let n = x.len();
-    let wt = |i: usize| -> f32 {
-        match weights {
-            Some(w) => w[i],
-            None => x[i] * x[i],
+    match weights {
+        Some(w) => {
+            let w = &w[..x.len()];
+            qkx_generic(nmax, x, |i| w[i], true, l_out, the_min, laux, p)
         }
-    };
+        None => qkx_generic(nmax, x, |i| x[i] * x[i], true, l_out, the_min, laux, p),
+    }
+}
+
+/// Shared body of qkx2/qkx3. `le_degenerate` selects qkx3's `max <= min` test (qkx2: `==`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn qkx_generic(
+    nmax: i32,
+    x: &[f32],
+    wt: impl Fn(usize) -> f32,
+    le_degenerate: bool,
+    l_out: &mut [u8],
+    the_min: &mut f32,
+    laux: &mut [u8],
+    p: MinSearch,
+) -> f32 {
+    let n = x.len();
+    let l_out = &mut l_out[..n];
+    let laux = &mut laux[..n];
     let mut min = x[0];
     let mut max = x[0];
     let mut sum_w = wt(0);
@@ -282,31 +278,15 @@ pub(crate) fn make_qkx3_quants(
     if min > 0.0 {
         min = 0.0;
     }
-    if max <= min {
-        l_out[..n].fill(0);
+    if if le_degenerate {
+        max <= min
+    } else {
+        max == min
+    } {
+        l_out.fill(0);
         *the_min = -min;
         return 0.0;
     }
-    qkx_search(nmax, x, wt, sum_w, sum_x, min, max, l_out, the_min, laux, p)
-}
-
-/// The shared body of qkx2/qkx3 after the min/max/sums prologue.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn qkx_search(
-    nmax: i32,
-    x: &[f32],
-    wt: impl Fn(usize) -> f32,
-    sum_w: f32,
-    sum_x: f32,
-    mut min: f32,
-    max: f32,
-    l_out: &mut [u8],
-    the_min: &mut f32,
-    laux: &mut [u8],
-    p: MinSearch,
-) -> f32 {
-    let n = x.len();
     let nmaxf = nmax as f32;
     let mut iscale = nmaxf / (max - min);
     let mut scale = 1.0 / iscale;
@@ -351,7 +331,7 @@ fn qkx_search(
                 cur_error += wt(i) * diff;
             }
             if cur_error < best_error {
-                l_out[..n].copy_from_slice(&laux[..n]);
+                l_out.copy_from_slice(laux);
                 best_error = cur_error;
                 scale = this_scale;
                 min = this_min;
@@ -367,6 +347,8 @@ fn qkx_search(
 /// value is what later iterations read back.
 pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], quant_weights: &[f32]) -> f32 {
     let n = x.len();
+    let l_out = &mut l_out[..n];
+    let quant_weights = &quant_weights[..n];
     let mut max = 0.0f32;
     for &v in x {
         max = if max > v { max } else { v };
@@ -539,7 +521,16 @@ mod tests {
     #[test]
     fn scale_min_packing_round_trips() {
         let mut s = [0u8; 12];
-        let vals: [(u8, u8); 8] = [(1, 63), (2, 62), (33, 3), (63, 0), (17, 48), (40, 5), (0, 0), (63, 63)];
+        let vals: [(u8, u8); 8] = [
+            (1, 63),
+            (2, 62),
+            (33, 3),
+            (63, 0),
+            (17, 48),
+            (40, 5),
+            (0, 0),
+            (63, 63),
+        ];
         for (j, &(a, b)) in vals.iter().enumerate() {
             pack_scale_min_k4(j, a, b, &mut s);
         }

@@ -22,12 +22,20 @@ pub fn f32_to_f16_bits(f: f32) -> u16 {
         bias = 0x7100_0000;
     }
 
-    base = f32::from_bits((bias >> 1) + 0x0780_0000) + base;
+    #[allow(clippy::assign_op_pattern)] // operand order as in ggml-impl.h
+    {
+        base = f32::from_bits((bias >> 1) + 0x0780_0000) + base;
+    }
     let bits = base.to_bits();
     let exp_bits = (bits >> 13) & 0x0000_7C00;
     let mantissa_bits = bits & 0x0000_0FFF;
     let nonsign = exp_bits + mantissa_bits;
-    let out = (sign >> 16) | if shl1_w > 0xFF00_0000 { 0x7E00 } else { nonsign };
+    let out = (sign >> 16)
+        | if shl1_w > 0xFF00_0000 {
+            0x7E00
+        } else {
+            nonsign
+        };
     out as u16
 }
 

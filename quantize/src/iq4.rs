@@ -135,7 +135,11 @@ fn iq4_impl(
         }
     } else {
         dh = f32_to_f16_bits(scales[0]);
-        let id = if scales[0] != 0.0 { 1.0 / scales[0] } else { 0.0 };
+        let id = if scales[0] != 0.0 {
+            1.0 / scales[0]
+        } else {
+            0.0
+        };
         for j in 0..sbs {
             l[j] = best_index_int8(values, id * x[j]) as u8;
         }
@@ -209,4 +213,3 @@ pub(crate) fn dequantize_iq4_xs(x: &[u8], y: &mut [f32]) {
         }
     }
 }
-

@@ -203,10 +203,26 @@ pub(crate) fn dequantize_iq1_m(x: &[u8], y: &mut [f32]) {
                 qs[3] as usize | ((qh[1] << 4) & 0x700),
             ];
             let delta = [
-                if qh[0] & 0x08 != 0 { -IQ1S_DELTA } else { IQ1S_DELTA },
-                if qh[0] & 0x80 != 0 { -IQ1S_DELTA } else { IQ1S_DELTA },
-                if qh[1] & 0x08 != 0 { -IQ1S_DELTA } else { IQ1S_DELTA },
-                if qh[1] & 0x80 != 0 { -IQ1S_DELTA } else { IQ1S_DELTA },
+                if qh[0] & 0x08 != 0 {
+                    -IQ1S_DELTA
+                } else {
+                    IQ1S_DELTA
+                },
+                if qh[0] & 0x80 != 0 {
+                    -IQ1S_DELTA
+                } else {
+                    IQ1S_DELTA
+                },
+                if qh[1] & 0x08 != 0 {
+                    -IQ1S_DELTA
+                } else {
+                    IQ1S_DELTA
+                },
+                if qh[1] & 0x80 != 0 {
+                    -IQ1S_DELTA
+                } else {
+                    IQ1S_DELTA
+                },
             ];
             for l in 0..4 {
                 let dl = if l < 2 { dl1 } else { dl2 };

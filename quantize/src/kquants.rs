@@ -2,7 +2,7 @@
 //! decoding.
 //!
 //! All of them pack the super-block scale(s) as fp16 and then requantize every value with the
-//! *rounded* scales, so `via_f16`/`rd_f16` re-reads appear exactly where ggml re-reads `y[i].d`.
+//! *rounded* scales, so `rd_f16` re-reads the stored bytes exactly where ggml re-reads `y[i].d`.
 
 use crate::common::{
     get_scale_min_k4, make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qp_quants,
@@ -41,7 +41,7 @@ fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
 }
 
 // ------------------------------------------------------------------------------------------ Q2_K
-// scales[16] @0 (scale | min<<4), qs[64] @16, d @80, dmin @84-2
+// scales[16] @0 (scale | min<<4), qs[64] @16, d @80, dmin @82
 
 pub(crate) fn quantize_q2_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     for (i, (xb, yb)) in x.chunks_exact(QK_K).zip(y.chunks_exact_mut(84)).enumerate() {
@@ -203,7 +203,11 @@ pub(crate) fn dequantize_q2_k(x: &[u8], y: &mut [f32]) {
 // hmask[32] @0, qs[64] @32, scales[12] @96, d @108
 
 pub(crate) fn quantize_q3_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
-    for (i, (xb, yb)) in x.chunks_exact(QK_K).zip(y.chunks_exact_mut(110)).enumerate() {
+    for (i, (xb, yb)) in x
+        .chunks_exact(QK_K)
+        .zip(y.chunks_exact_mut(110))
+        .enumerate()
+    {
         match qw {
             None => q3_k_ref_block(xb, yb),
             Some(qw) => q3_k_impl_block(xb, yb, &qw[QK_K * i..QK_K * (i + 1)]),
@@ -241,7 +245,12 @@ fn q3_k_ref_block(x: &[f32], y: &mut [u8]) {
     let mut max_scale = 0.0f32;
     let mut amax = 0.0f32;
     for j in 0..16 {
-        scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16], true);
+        scales[j] = make_q3_quants(
+            4,
+            &x[16 * j..16 * j + 16],
+            &mut l[16 * j..16 * j + 16],
+            true,
+        );
         let scale = scales[j].abs();
         if scale > amax {
             amax = scale;
@@ -353,7 +362,11 @@ pub(crate) fn dequantize_q3_k(x: &[u8], y: &mut [f32]) {
 // d @0, dmin @2, scales[12] @4, qs[128] @16
 
 pub(crate) fn quantize_q4_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
-    for (i, (xb, yb)) in x.chunks_exact(QK_K).zip(y.chunks_exact_mut(144)).enumerate() {
+    for (i, (xb, yb)) in x
+        .chunks_exact(QK_K)
+        .zip(y.chunks_exact_mut(144))
+        .enumerate()
+    {
         let mut l = [0u8; QK_K];
         match qw {
             None => kx_ref_scales(xb, yb, &mut l, 15, -1.0, 20),
@@ -407,7 +420,11 @@ fn kx_ref_scales(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K], nmax: i32, rmin: f
             max_min = mins[j];
         }
     }
-    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
     y[4..16].fill(0);
     for j in 0..8 {
@@ -514,7 +531,11 @@ pub(crate) fn dequantize_q4_k(x: &[u8], y: &mut [f32]) {
 // d @0, dmin @2, scales[12] @4, qh[32] @16, qs[128] @48
 
 pub(crate) fn quantize_q5_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
-    for (i, (xb, yb)) in x.chunks_exact(QK_K).zip(y.chunks_exact_mut(176)).enumerate() {
+    for (i, (xb, yb)) in x
+        .chunks_exact(QK_K)
+        .zip(y.chunks_exact_mut(176))
+        .enumerate()
+    {
         let mut l = [0u8; QK_K];
         match qw {
             None => kx_ref_scales(xb, yb, &mut l, 31, -0.5, 15),
@@ -579,7 +600,11 @@ pub(crate) fn dequantize_q5_k(x: &[u8], y: &mut [f32]) {
 // ql[128] @0, qh[64] @128, scales[16] (int8) @192, d @208
 
 pub(crate) fn quantize_q6_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
-    for (i, (xb, yb)) in x.chunks_exact(QK_K).zip(y.chunks_exact_mut(210)).enumerate() {
+    for (i, (xb, yb)) in x
+        .chunks_exact(QK_K)
+        .zip(y.chunks_exact_mut(210))
+        .enumerate()
+    {
         let qwb = qw.map(|q| &q[QK_K * i..QK_K * (i + 1)]);
         q6_k_block(xb, yb, qwb);
     }
@@ -594,7 +619,13 @@ fn q6_k_block(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     let mut max_abs_scale = 0.0f32;
     for ib in 0..16 {
         let q = qw.map(|q| &q[16 * ib..16 * ib + 16]);
-        let scale = make_qx_quants(32, &x[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16], 1, q);
+        let scale = make_qx_quants(
+            32,
+            &x[16 * ib..16 * ib + 16],
+            &mut l[16 * ib..16 * ib + 16],
+            1,
+            q,
+        );
         scales[ib] = scale;
         let abs_scale = scale.abs();
         if abs_scale > max_abs_scale {

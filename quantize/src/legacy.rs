@@ -149,7 +149,15 @@ pub(crate) fn quantize_q4_1(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
             {
                 imatrix_weights(xb, qwb, sigma2, &mut weight);
                 let mut min = 0.0f32;
-                let d = make_qkx3_quants(15, xb, Some(&weight), &mut l, &mut min, &mut laux, IMPL_SEARCH);
+                let d = make_qkx3_quants(
+                    15,
+                    xb,
+                    Some(&weight),
+                    &mut l,
+                    &mut min,
+                    &mut laux,
+                    IMPL_SEARCH,
+                );
                 wr_f16(yb, 0, d);
                 wr_f16(yb, 2, -min);
                 for j in 0..16 {
@@ -273,7 +281,15 @@ pub(crate) fn quantize_q5_1(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
             {
                 imatrix_weights(xb, qwb, sigma2, &mut weight);
                 let mut min = 0.0f32;
-                let d = make_qkx3_quants(31, xb, Some(&weight), &mut l, &mut min, &mut laux, IMPL_SEARCH);
+                let d = make_qkx3_quants(
+                    31,
+                    xb,
+                    Some(&weight),
+                    &mut l,
+                    &mut min,
+                    &mut laux,
+                    IMPL_SEARCH,
+                );
                 wr_f16(yb, 0, d);
                 wr_f16(yb, 2, -min);
                 let (qh, qs) = yb[4..].split_at_mut(4);

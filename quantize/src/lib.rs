@@ -9,6 +9,11 @@
 //! Rows are independent in every format, so [`quantize`] spreads rows over rayon's pool and
 //! writes each row to its fixed offset: the output does not depend on the thread count.
 
+// The block codecs index arrays exactly as ggml-quants.c does (`x[16*j + ii]`, `L[j + l + 32]`),
+// so each loop can be checked line by line against the C reference; iterator rewrites would
+// obscure that without making the code faster.
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 mod fp;
 mod fp4;
@@ -120,7 +125,12 @@ pub fn quantized_size(ty: GgmlType, n_rows: usize, n_per_row: usize) -> Option<u
 /// Quantizes `src` (whole rows of `n_per_row` f32) to `ty`, as `ggml_quantize_chunk` does.
 ///
 /// `imatrix` holds one importance weight per column; when present it selects ggml's `_impl`
-/// paths for the types that use it. F32/F16/BF16 are plain conversions.
+/// paths for the types that use it. For a 3-D expert tensor, call once per expert with that
+/// expert's rows and imatrix slice, as llama-quantize does.
+///
+/// F32/F16/BF16 are plain conversions. Nothing is validated after quantizing: values beyond the
+/// f16 range give ±Inf scales exactly as in ggml (llama-quantize then refuses the tensor in
+/// `ggml_validate_row_data`; that check belongs to the caller).
 pub fn quantize(
     ty: GgmlType,
     src: &[f32],
@@ -147,11 +157,12 @@ pub fn quantize_into(
     dst: &mut [u8],
 ) -> Result<(), QuantizeError> {
     let n_rows = check_quantize_args(ty, src, n_per_row, imatrix)?;
-    let expected = quantized_size(ty, n_rows, n_per_row).ok_or(QuantizeError::RowNotBlockMultiple {
-        ty,
-        n_per_row,
-        block: ty.block_size(),
-    })?;
+    let expected =
+        quantized_size(ty, n_rows, n_per_row).ok_or(QuantizeError::RowNotBlockMultiple {
+            ty,
+            n_per_row,
+            block: ty.block_size(),
+        })?;
     if dst.len() != expected {
         return Err(QuantizeError::OutputLength {
             ty,

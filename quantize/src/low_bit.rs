@@ -32,7 +32,7 @@ pub(crate) fn quantize_tq1_0(x: &[f32], y: &mut [u8]) {
         wr_f16(yb, 52, d);
         // Base-3 digits, first value most significant, then scaled to a byte by ceil(q·256/243)
         // so that the decoder can extract digits with a multiply and a shift.
-        let enc = |q: u8| ((q as u32 * 256 + 242) / 243) as u8;
+        let enc = |q: u8| (q as u32 * 256).div_ceil(243) as u8;
         // 32 bytes × 5 values, stride 32.
         for m in 0..32 {
             let mut q = 0u8;
@@ -158,7 +158,11 @@ pub(crate) fn dequantize_q1_0(x: &[u8], y: &mut [f32]) {
         let d = rd_f16(xb, 0);
         let neg_d = -d;
         for (j, o) in yb.iter_mut().enumerate() {
-            *o = if (xb[2 + j / 8] >> (j % 8)) & 1 != 0 { d } else { neg_d };
+            *o = if (xb[2 + j / 8] >> (j % 8)) & 1 != 0 {
+                d
+            } else {
+                neg_d
+            };
         }
     }
 }

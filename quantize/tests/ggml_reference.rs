@@ -63,7 +63,8 @@ fn manifest() -> Manifest {
                 assert_eq!(m.imatrix.len(), m.n_per_row);
             }
             Some("row") => {
-                m.row_desc.insert(f[1].parse().expect("row index"), f[2..].join(" "));
+                m.row_desc
+                    .insert(f[1].parse().expect("row index"), f[2..].join(" "));
             }
             Some(kind @ ("quant" | "random" | "bytes")) => {
                 let ty = GgmlType::from_name(f[1]).unwrap_or_else(|| panic!("type {}", f[1]));
@@ -110,7 +111,10 @@ fn quantized_bytes_equal_ggml() {
         assert_eq!(ours.len(), theirs.len(), "{} {} size", e.ty, e.variant);
         let row_bytes = theirs.len() / e.count;
         let bad_rows: Vec<usize> = (0..e.count)
-            .filter(|r| ours[r * row_bytes..(r + 1) * row_bytes] != theirs[r * row_bytes..(r + 1) * row_bytes])
+            .filter(|r| {
+                ours[r * row_bytes..(r + 1) * row_bytes]
+                    != theirs[r * row_bytes..(r + 1) * row_bytes]
+            })
             .collect();
         if bad_rows.is_empty() {
             checked.push(format!("{} {}", e.ty, e.variant));
@@ -130,14 +134,22 @@ fn quantized_bytes_equal_ggml() {
         }
     }
     eprintln!("bit-exact: {}", checked.join(", "));
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     // Every type the brief requires is covered with and without an imatrix.
     for name in [
         "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K", "iq4_nl",
         "iq4_xs",
     ] {
         for v in ["plain", "imat"] {
-            assert!(checked.contains(&format!("{name} {v}")), "{name} {v} not covered");
+            assert!(
+                checked.contains(&format!("{name} {v}")),
+                "{name} {v} not covered"
+            );
         }
     }
 }
@@ -151,7 +163,11 @@ fn dequantized_floats_equal_ggml() {
         let bytes = read(&e.bytes);
         let Some(deq_name) = &e.deq else { continue };
         let theirs = read_f32(deq_name);
-        let n = if e.kind == "random" { e.count } else { e.count * m.n_per_row };
+        let n = if e.kind == "random" {
+            e.count
+        } else {
+            e.count * m.n_per_row
+        };
         assert_eq!(theirs.len(), n, "{} {} element count", e.ty, e.variant);
         let ours = quantize::dequantize(e.ty, &bytes, n)
             .unwrap_or_else(|err| panic!("{} {}: {err}", e.ty, e.variant));
@@ -168,9 +184,19 @@ fn dequantized_floats_equal_ggml() {
         }
         n_checked += 1;
     }
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     // Decoders for every block type in the table (random bytes) were exercised.
-    let random: Vec<GgmlType> = m.entries.iter().filter(|e| e.kind == "random").map(|e| e.ty).collect();
+    let random: Vec<GgmlType> = m
+        .entries
+        .iter()
+        .filter(|e| e.kind == "random")
+        .map(|e| e.ty)
+        .collect();
     for ty in GgmlType::ALL {
         let decode_only_plain = matches!(
             ty,
@@ -182,7 +208,10 @@ fn dequantized_floats_equal_ggml() {
                 | GgmlType::I64
                 | GgmlType::F64
         );
-        assert!(decode_only_plain || random.contains(&ty), "{ty} decoder not covered");
+        assert!(
+            decode_only_plain || random.contains(&ty),
+            "{ty} decoder not covered"
+        );
     }
     assert!(n_checked > 60, "only {n_checked} fixture files checked");
 }
@@ -201,12 +230,19 @@ fn q8_1_decodes_ggml_blocks() {
     let ours = quantize::dequantize(GgmlType::Q8_1, &bytes, n).expect("decode");
     // Rows 0-4 are well-behaved: every value within half a step of the input, plus the error of
     // storing d as fp16 (relative 2^-11, times |q| <= 127).
-    for (b, blk) in bytes.chunks_exact(36).take(5 * m.n_per_row / 32).enumerate() {
+    for (b, blk) in bytes
+        .chunks_exact(36)
+        .take(5 * m.n_per_row / 32)
+        .enumerate()
+    {
         let d = quantize::f16_bits_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
         let s = quantize::f16_bits_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
         let sum: f32 = ours[32 * b..32 * b + 32].iter().sum();
         // s = d·Σq as stored by ggml; our decoded sum is the same up to fp16 rounding of s.
-        assert!((sum - s).abs() <= s.abs() * 2e-3 + d, "block {b}: Σ {sum} vs s {s}");
+        assert!(
+            (sum - s).abs() <= s.abs() * 2e-3 + d,
+            "block {b}: Σ {sum} vs s {s}"
+        );
         for j in 0..32 {
             let x = m.inputs[32 * b + j];
             let tol = d * 0.5 + d * 127.0 / 2048.0;
