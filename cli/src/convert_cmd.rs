@@ -74,7 +74,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     if args.json {
         let text =
             serde_json::to_string_pretty(&summary).map_err(|e| Failure::failed(e.to_string()))?;
-        println!("{text}");
+        crate::print_stdout(&format!("{text}\n"))?;
     } else {
         eprintln!(
             "wrote {} ({} tensors, {} parameters, {} bytes, {})",

@@ -28,15 +28,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
         tensor_order: args.order,
     };
     let diffs = diff(&a, &b, &opts);
-    for d in &diffs {
-        println!("{d}");
-    }
+    let mut text: String = diffs.iter().map(|d| format!("{d}\n")).collect();
     if diffs.is_empty() {
-        println!(
-            "identical: {} keys, {} tensors",
+        text = format!(
+            "identical: {} keys, {} tensors\n",
             a.metadata().len(),
             a.tensors().len()
         );
+    }
+    crate::print_stdout(&text)?;
+    if diffs.is_empty() {
         Ok(())
     } else {
         Err(Failure::failed(format!("{} differences", diffs.len())))

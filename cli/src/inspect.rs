@@ -26,8 +26,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     } else {
         to_table(&file)
     };
-    print!("{text}");
-    Ok(())
+    crate::print_stdout(&text)
 }
 
 /// Arrays longer than this are shown by their first elements only.

@@ -54,6 +54,17 @@ impl Failure {
     }
 }
 
+/// Writes to stdout; a closed pipe (`ggforge inspect f | head`) is not an error.
+pub fn print_stdout(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::failed(format!("writing to stdout: {e}"))),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Ctrl-C / SIGTERM: ask writers to stop; their temporary files are removed on the way out.
