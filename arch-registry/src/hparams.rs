@@ -138,10 +138,9 @@ impl Hparams {
         }
         let heads = map.get("num_attention_heads").and_then(Value::as_u64);
         if class.derive_head_dim && map.get("head_dim").is_none_or(Value::is_null) {
-            if let (Some(h), Some(n)) = (map.get("hidden_size").and_then(Value::as_u64), heads) {
-                if n > 0 {
-                    map.insert("head_dim".into(), Value::from(h / n));
-                }
+            let hidden = map.get("hidden_size").and_then(Value::as_u64);
+            if let Some(d) = hidden.zip(heads).and_then(|(h, n)| h.checked_div(n)) {
+                map.insert("head_dim".into(), Value::from(d));
             }
         }
         if class.kv_heads_from_heads && map.get("num_key_value_heads").is_none_or(Value::is_null) {
@@ -165,6 +164,11 @@ impl Hparams {
 
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.map.get(key)
+    }
+
+    /// The normalized dictionary as JSON (what llama.cpp's `self.hparams` holds).
+    pub fn to_json(&self) -> Value {
+        Value::Object(self.map.clone())
     }
 
     /// llama.cpp's `find_hparam`: the value of the first key that is *present*, even if null.
