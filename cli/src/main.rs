@@ -6,6 +6,7 @@
 mod convert_cmd;
 mod diff_cmd;
 mod inspect;
+mod quantize_cmd;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Compare two GGUF files (metadata and tensor bytes); exit 1 when they differ.
     Diff(diff_cmd::Args),
+    /// Quantize a GGUF file like llama-quantize (same presets, same type choices, same bytes).
+    Quantize(quantize_cmd::Args),
 }
 
 /// A failure with the exit code it maps to.
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert_cmd::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Diff(args) => diff_cmd::run(args),
+        Command::Quantize(args) => quantize_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

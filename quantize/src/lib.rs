@@ -25,6 +25,10 @@ mod kquants;
 mod legacy;
 mod low_bit;
 
+pub mod imatrix;
+pub mod mix;
+pub mod model;
+
 use gguf::GgmlType;
 use rayon::prelude::*;
 
