@@ -40,13 +40,15 @@ pub enum ParseError {
     },
     #[error("general.alignment {0} is not a power of two between 1 and 2^30")]
     BadAlignment(u64),
+    #[error("empty tensor name")]
+    EmptyTensorName,
     #[error("tensor name '{0}' is 64 bytes or longer (llama.cpp's limit is 63)")]
     TensorNameTooLong(String),
     #[error("duplicate tensor name '{0}'")]
     DuplicateTensor(String),
     #[error("tensor '{tensor}' has {n_dims} dimensions (expected 1 to 4)")]
     BadDimCount { tensor: String, n_dims: u32 },
-    #[error("tensor '{tensor}' has invalid dimension {dim}")]
+    #[error("tensor '{tensor}' has invalid dimension {dim} (every dimension must be at least 1)")]
     BadDimension { tensor: String, dim: i64 },
     #[error("tensor '{tensor}' has unknown ggml type id {type_id}")]
     UnknownType { tensor: String, type_id: u32 },
@@ -58,8 +60,26 @@ pub enum ParseError {
     },
     #[error("tensor '{tensor}' is too large (size overflows)")]
     SizeOverflow { tensor: String },
-    #[error("tensor '{tensor}' has offset {offset}, expected {expected} (tensors must be dense and in order)")]
-    BadOffset {
+    #[error("tensor '{tensor}' has offset {offset}, which is not a multiple of the alignment {alignment}")]
+    MisalignedOffset {
+        tensor: String,
+        offset: u64,
+        alignment: u64,
+    },
+    #[error("tensor '{tensor}' has offset {offset}, before the previous tensor's offset {previous} (tensors must be in order)")]
+    OffsetOutOfOrder {
+        tensor: String,
+        offset: u64,
+        previous: u64,
+    },
+    #[error("tensor '{tensor}' at offset {offset} overlaps the previous tensor, which ends at {previous_end}")]
+    OverlappingTensors {
+        tensor: String,
+        offset: u64,
+        previous_end: u64,
+    },
+    #[error("tensor '{tensor}' has offset {offset}, expected {expected} (tensors must be dense, with only alignment padding between them)")]
+    OffsetGap {
         tensor: String,
         offset: u64,
         expected: u64,
@@ -70,6 +90,16 @@ pub enum ParseError {
         end: u64,
         file_len: u64,
     },
+    #[error("'{key}' is present but the token list 'tokenizer.ggml.tokens' is missing")]
+    MissingTokenList { key: String },
+    #[error("'{key}' has {len} entries, but the vocabulary has {n_vocab} tokens")]
+    VocabLengthMismatch { key: String, len: u64, n_vocab: u64 },
+    #[error("special token '{key}' = {id} is outside the vocabulary of {n_vocab} tokens")]
+    SpecialTokenOutOfRange { key: String, id: u64, n_vocab: u64 },
+    #[error("token {index} has token type {value} (valid types are 0 to 6)")]
+    BadTokenType { index: u64, value: i32 },
+    #[error("tokenizer.ggml.precompiled_charsmap of {len} bytes declares a {blob_size}-byte blob that does not fit")]
+    BadCharsmap { len: u64, blob_size: u64 },
 }
 
 /// Reading a GGUF file failed.

@@ -2,7 +2,12 @@
 //!
 //! The file is memory-mapped; parsing reads only the header. Every count and length is checked
 //! against the bytes that remain before anything is allocated, so a hostile header cannot make us
-//! allocate more than the file size justifies.
+//! allocate more than the file size justifies (tests/alloc_bound.rs measures it).
+//!
+//! Beyond llama.cpp's own checks (see docs/security.md for the full list), the reader rejects
+//! zero-sized dimensions, empty tensor names, alignments above 1 GiB, and inconsistent tokenizer
+//! metadata ([`crate::vocab_check`]); and it tells misaligned, out-of-order, overlapping and
+//! gapped tensor offsets apart instead of reporting one "bad offset".
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -21,6 +26,12 @@ use crate::{pad_to, GGUF_MAGIC, KEY_ALIGNMENT, MAX_ALIGNMENT, MAX_DIMS, MAX_TENS
 pub const MAX_STRING_LEN: u64 = 1 << 30;
 /// llama.cpp's `GGUF_MAX_ARRAY_ELEMENTS`.
 pub const MAX_ARRAY_LEN: u64 = 1 << 30;
+/// The smallest possible metadata entry: key length (8), a one-byte key, the type (4) and a
+/// one-byte value.
+const MIN_KV_BYTES: u64 = 8 + 1 + 4 + 1;
+/// The smallest possible tensor info: name length (8), a one-byte name, `n_dims` (4), one
+/// dimension (8), the type (4) and the offset (8).
+const MIN_TENSOR_INFO_BYTES: u64 = 8 + 1 + 4 + 8 + 4 + 8;
 
 /// The parsed header of a GGUF file: everything but the tensor bytes.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,8 +49,19 @@ impl Header {
         self.tensors.iter().find(|t| t.name == name)
     }
 
-    /// Parses and validates a header from the whole file contents.
+    /// Parses and validates a header from the whole file contents: the container (counts,
+    /// strings, arrays, tensor shapes, types and offsets) and then the tokenizer metadata, whose
+    /// arrays llama.cpp indexes by token id without further checks.
     pub fn parse(bytes: &[u8]) -> Result<Header, ParseError> {
+        let header = Header::parse_container(bytes)?;
+        crate::vocab_check::check(&header.metadata)?;
+        Ok(header)
+    }
+
+    /// Parses and validates the container only, without the tokenizer-metadata checks of
+    /// [`Header::parse`]. Tools that must show a file whose vocabulary is broken can use this;
+    /// everything else should call `parse`.
+    pub fn parse_container(bytes: &[u8]) -> Result<Header, ParseError> {
         let mut c = Cursor { bytes, pos: 0 };
         let magic = c.take(4, "magic")?;
         if magic != GGUF_MAGIC {
@@ -56,16 +78,16 @@ impl Header {
         }
         let n_tensors = c.u64("tensor count")?;
         let n_kv = c.u64("metadata count")?;
-        // A KV needs at least 8 (key len) + 1 (key) + 4 (type) + 1 bytes; a tensor info at least
-        // 8 + 1 + 4 + 8 + 4 + 8. Counts that cannot fit in the file are rejected before allocating.
+        // Counts that cannot fit in the bytes that remain are rejected before anything is
+        // allocated for them.
         let remaining = c.remaining() as u64;
-        if n_kv > remaining / 14 {
+        if n_kv > remaining / MIN_KV_BYTES {
             return Err(ParseError::CountTooLarge {
                 what: "metadata",
                 count: n_kv,
             });
         }
-        if n_tensors > remaining / 33 {
+        if n_tensors > remaining / MIN_TENSOR_INFO_BYTES {
             return Err(ParseError::CountTooLarge {
                 what: "tensor",
                 count: n_tensors,
@@ -84,8 +106,9 @@ impl Header {
             }
             let ty = c.value_type(&key)?;
             let value = c.value(ty, &key)?;
-            metadata.set(key, value);
+            metadata.push_new(key, value);
         }
+        drop(keys);
 
         let alignment = match metadata.get(KEY_ALIGNMENT) {
             None => crate::DEFAULT_ALIGNMENT,
@@ -105,11 +128,24 @@ impl Header {
             }
         };
 
+        // The metadata has been read: check the tensor count again, against what is left.
+        if n_tensors > c.remaining() as u64 / MIN_TENSOR_INFO_BYTES {
+            return Err(ParseError::CountTooLarge {
+                what: "tensor",
+                count: n_tensors,
+            });
+        }
         let mut tensors = Vec::with_capacity(n_tensors as usize);
         let mut names = HashSet::new();
+        // llama.cpp requires the data to be dense: each tensor starts where the previous one ends,
+        // rounded up to the alignment. Anything else is told apart so the error says what is wrong.
         let mut expected_offset: u64 = 0;
+        let mut previous: Option<(u64, u64)> = None;
         for _ in 0..n_tensors {
             let name = c.string("tensor name")?;
+            if name.is_empty() {
+                return Err(ParseError::EmptyTensorName);
+            }
             if name.len() >= MAX_TENSOR_NAME {
                 return Err(ParseError::TensorNameTooLong(name));
             }
@@ -126,7 +162,8 @@ impl Header {
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
                 let d = c.u64("tensor dimension")?;
-                if d > i64::MAX as u64 {
+                // ggml stores dimensions as int64: anything above i64::MAX is negative there.
+                if d == 0 || d > i64::MAX as u64 {
                     return Err(ParseError::BadDimension {
                         tensor: name,
                         dim: d as i64,
@@ -147,19 +184,43 @@ impl Header {
                 offset,
             };
             let nbytes = info.checked_n_bytes()?;
+            if offset % alignment != 0 {
+                return Err(ParseError::MisalignedOffset {
+                    tensor: info.name,
+                    offset,
+                    alignment,
+                });
+            }
+            if let Some((prev_offset, prev_end)) = previous {
+                if offset < prev_offset {
+                    return Err(ParseError::OffsetOutOfOrder {
+                        tensor: info.name,
+                        offset,
+                        previous: prev_offset,
+                    });
+                }
+                if offset < prev_end {
+                    return Err(ParseError::OverlappingTensors {
+                        tensor: info.name,
+                        offset,
+                        previous_end: prev_end,
+                    });
+                }
+            }
             if offset != expected_offset {
-                return Err(ParseError::BadOffset {
+                return Err(ParseError::OffsetGap {
                     tensor: info.name,
                     offset,
                     expected: expected_offset,
                 });
             }
-            expected_offset = expected_offset
-                .checked_add(nbytes)
-                .and_then(|o| pad_to(o, alignment))
-                .ok_or(ParseError::SizeOverflow {
-                    tensor: info.name.clone(),
-                })?;
+            let end = offset.checked_add(nbytes);
+            expected_offset =
+                end.and_then(|o| pad_to(o, alignment))
+                    .ok_or_else(|| ParseError::SizeOverflow {
+                        tensor: info.name.clone(),
+                    })?;
+            previous = Some((offset, end.unwrap_or(u64::MAX)));
             tensors.push(info);
         }
 
@@ -333,7 +394,11 @@ impl<'a> Cursor<'a> {
                 let raw = self.take(n * size, "array data")?;
                 Array::$variant(
                     raw.chunks_exact(size)
-                        .map(|b| <$t>::from_le_bytes(b.try_into().expect("chunk size")))
+                        .map(|b| {
+                            let mut a = [0u8; std::mem::size_of::<$t>()];
+                            a.copy_from_slice(b);
+                            <$t>::from_le_bytes(a)
+                        })
                         .collect(),
                 )
             }};
@@ -367,7 +432,7 @@ impl<'a> Cursor<'a> {
                 }
                 Array::String(v)
             }
-            ValueType::Array => unreachable!("rejected above"),
+            ValueType::Array => return Err(ParseError::NestedArray(key.into())),
         })
     }
 }
