@@ -26,7 +26,19 @@ pub struct AtomicFile {
     out: Option<BufWriter<File>>,
     tmp: PathBuf,
     dest: PathBuf,
+    /// Bytes accepted by `write` so far (some may still be in the `BufWriter`).
+    accepted: u64,
+    /// File offset up to which writeback to disk has been started.
+    writeback_from: u64,
 }
+
+/// Start writing the file's dirty pages to disk every this many bytes.
+///
+/// Why: the kernel only starts background writeback once a tenth of RAM is dirty, so a
+/// multi-GB model would otherwise sit in the page cache until `commit`'s `fsync`, which then
+/// writes everything while nothing else happens. Starting writeback as we go overlaps the disk
+/// with the conversion, keeps dirty memory low, and leaves `fsync` little to do.
+const WRITEBACK_STEP: u64 = 32 << 20;
 
 impl AtomicFile {
     /// Creates the temporary file in the destination's directory (so the final rename never
@@ -53,7 +65,24 @@ impl AtomicFile {
             out: Some(BufWriter::with_capacity(1 << 20, file)),
             tmp,
             dest,
+            accepted: 0,
+            writeback_from: 0,
         })
+    }
+
+    /// Asks the kernel to start writing out what reached the file since the last call.
+    fn start_writeback(&mut self) {
+        if let Some(o) = &self.out {
+            let in_file = self.accepted - o.buffer().len() as u64;
+            if in_file > self.writeback_from {
+                writeback::start(
+                    o.get_ref(),
+                    self.writeback_from,
+                    in_file - self.writeback_from,
+                );
+                self.writeback_from = in_file;
+            }
+        }
     }
 
     pub fn dest(&self) -> &Path {
@@ -85,10 +114,30 @@ impl Write for AtomicFile {
                 "interrupted by signal",
             ));
         }
-        match self.out.as_mut() {
-            Some(o) => o.write(buf),
-            None => Err(io::Error::other("already committed")),
+        let n = match self.out.as_mut() {
+            Some(o) => o.write(buf)?,
+            None => return Err(io::Error::other("already committed")),
+        };
+        self.accepted += n as u64;
+        if self.accepted - self.writeback_from >= WRITEBACK_STEP {
+            self.start_writeback();
         }
+        Ok(n)
+    }
+
+    /// The default `write_all` retries `ErrorKind::Interrupted` (an EINTR) forever; after
+    /// [`request_interrupt`] every `write` returns that kind, so it must give up instead,
+    /// or Ctrl-C would hang the process.
+    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write(buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && !interrupt_requested() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -105,6 +154,34 @@ impl Drop for AtomicFile {
             let _ = fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// Asynchronous writeback of a file range (`sync_file_range(SYNC_FILE_RANGE_WRITE)`), Linux
+/// only; elsewhere the final `fsync` does all the work, as before.
+mod writeback {
+    use std::fs::File;
+
+    #[cfg(target_os = "linux")]
+    pub fn start(file: &File, offset: u64, len: u64) {
+        use std::ffi::{c_int, c_uint};
+        use std::os::fd::AsRawFd;
+        extern "C" {
+            fn sync_file_range(fd: c_int, offset: i64, nbytes: i64, flags: c_uint) -> c_int;
+        }
+        const SYNC_FILE_RANGE_WRITE: c_uint = 2;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: a plain system call on a file descriptor we own; it only schedules I/O of
+        // data already written, and failure (e.g. a file system without support) is harmless
+        // because `commit` still calls `fsync`.
+        unsafe {
+            sync_file_range(file.as_raw_fd(), offset, len, SYNC_FILE_RANGE_WRITE);
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn start(_file: &File, _offset: u64, _len: u64) {}
 }
 
 #[cfg(test)]

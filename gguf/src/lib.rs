@@ -9,9 +9,11 @@ pub mod diff;
 pub mod error;
 pub mod metadata;
 pub mod reader;
+pub mod split;
 pub mod tensor;
 pub mod types;
 pub mod value;
+pub mod vocab_check;
 pub mod writer;
 
 pub use atomic::AtomicFile;

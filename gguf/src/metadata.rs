@@ -32,6 +32,12 @@ impl Metadata {
         }
     }
 
+    /// Appends a key the caller has already checked is new. The reader detects duplicates with a
+    /// hash set, so a hostile file with many keys cannot make loading quadratic through `set`.
+    pub(crate) fn push_new(&mut self, key: String, value: Value) {
+        self.entries.push((key, value));
+    }
+
     /// Removes `key` and appends it at the end (what ggml's `gguf_set_val_*` does).
     pub fn set_last(&mut self, key: impl Into<String>, value: impl Into<Value>) {
         let key = key.into();
