@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use gguf::GgmlType;
 use indicatif::{ProgressBar, ProgressStyle};
 use quantize::imatrix::Imatrix;
-use quantize::mix::{FileTypePreset, TensorTypeOverride};
+use quantize::mix::{FileTypePreset, MixOptions, TensorTypeOverride};
 use quantize::model::{ImatrixInput, QuantizeOptions, Report};
 use serde_json::json;
 
@@ -27,6 +27,19 @@ pub struct Args {
     /// Worker threads (default: all cores). The output does not depend on it.
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub mix: MixArgs,
+    /// Accept already-quantized input tensors (dequantized, then quantized again).
+    #[arg(long)]
+    pub allow_requantize: bool,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The type-choice options shared by `quantize` and `convert --quant`.
+#[derive(clap::Args)]
+pub struct MixArgs {
     /// No mix: every quantizable tensor gets the preset's type (shape fallbacks still apply).
     #[arg(long)]
     pub pure: bool,
@@ -43,15 +56,39 @@ pub struct Args {
     /// Copy output.weight unchanged.
     #[arg(long)]
     pub leave_output_tensor: bool,
-    /// Accept already-quantized input tensors (dequantized, then quantized again).
-    #[arg(long)]
-    pub allow_requantize: bool,
     /// Importance matrix from llama-imatrix (GGUF or legacy .dat).
     #[arg(long, value_name = "FILE")]
     pub imatrix: Option<PathBuf>,
-    /// Print a JSON report on stdout.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl MixArgs {
+    /// The mix options and the loaded importance matrix.
+    pub fn options(&self) -> Result<(MixOptions, Option<ImatrixInput>), Failure> {
+        let mut mix = MixOptions {
+            pure: self.pure,
+            leave_output_tensor: self.leave_output_tensor,
+            ..MixOptions::default()
+        };
+        if let Some(t) = &self.output_tensor_type {
+            mix.output_tensor_type = Some(parse_ggml("--output-tensor-type", t)?);
+        }
+        if let Some(t) = &self.token_embedding_type {
+            mix.token_embedding_type = Some(parse_ggml("--token-embedding-type", t)?);
+        }
+        for spec in &self.tensor_type {
+            let o = TensorTypeOverride::parse(spec).map_err(|e| Failure::input(e.to_string()))?;
+            mix.tensor_types.push(o);
+        }
+        let imatrix = match &self.imatrix {
+            None => None,
+            Some(path) => Some(ImatrixInput {
+                imatrix: Imatrix::load(path).map_err(|e| classify(e.into()))?,
+                label: path.to_string_lossy().into_owned(),
+            }),
+        };
+        mix.has_imatrix = imatrix.is_some();
+        Ok((mix, imatrix))
+    }
 }
 
 fn after_help() -> String {
@@ -71,7 +108,7 @@ fn valid_types() -> String {
     FileTypePreset::names().collect::<Vec<_>>().join(", ")
 }
 
-fn parse_preset(s: &str) -> Result<(FileTypePreset, &'static str), Failure> {
+pub fn parse_preset(s: &str) -> Result<(FileTypePreset, &'static str), Failure> {
     FileTypePreset::parse(s).ok_or_else(|| {
         Failure::input(format!(
             "unknown quantization type '{s}'; valid types: {}",
@@ -130,25 +167,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
     let mut opts = QuantizeOptions::new(preset);
     opts.threads = args.threads.or(pos_threads);
     opts.allow_requantize = args.allow_requantize;
-    opts.mix.pure = args.pure;
-    opts.mix.leave_output_tensor = args.leave_output_tensor;
-    if let Some(t) = &args.output_tensor_type {
-        opts.mix.output_tensor_type = Some(parse_ggml("--output-tensor-type", t)?);
-    }
-    if let Some(t) = &args.token_embedding_type {
-        opts.mix.token_embedding_type = Some(parse_ggml("--token-embedding-type", t)?);
-    }
-    for spec in &args.tensor_type {
-        let o = TensorTypeOverride::parse(spec).map_err(|e| Failure::input(e.to_string()))?;
-        opts.mix.tensor_types.push(o);
-    }
-    if let Some(path) = &args.imatrix {
-        let imatrix = Imatrix::load(path).map_err(|e| classify(e.into()))?;
-        opts.imatrix = Some(ImatrixInput {
-            imatrix,
-            label: path.to_string_lossy().into_owned(),
-        });
-    }
+    (opts.mix, opts.imatrix) = args.mix.options()?;
 
     let total = std::fs::metadata(&args.input).map(|m| m.len()).unwrap_or(0);
     let bar = if args.json {

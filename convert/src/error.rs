@@ -30,6 +30,8 @@ pub enum ConvertError {
     Vocab(String),
     #[error("metadata: {0}")]
     General(String),
+    #[error("quantization: {0}")]
+    Quant(String),
     #[error("writing {}: {source}", path.display())]
     Write {
         path: PathBuf,

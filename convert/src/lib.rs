@@ -8,6 +8,7 @@ pub mod error;
 pub mod general;
 pub mod pipeline;
 pub mod source;
+mod stream;
 pub mod vocab;
 
 pub use error::ConvertError;

@@ -83,6 +83,19 @@ pub struct ConvertOptions {
     pub model_name: Option<String>,
     /// The Hub repo id the checkpoint came from, if any (names the model).
     pub repo_id: Option<String>,
+    /// `--quant PRESET`: quantize in the same pass, as `llama-quantize` would quantize the file
+    /// this conversion writes without it.
+    pub quant: Option<QuantSpec>,
+}
+
+/// One-pass quantization: the result equals `convert --outtype T` followed by
+/// `quantize PRESET`. The values are rounded through `T` (the intermediate file's type) before
+/// they are quantized, exactly as the two-step path does; `--outtype f32` skips that rounding.
+#[derive(Clone, Debug)]
+pub struct QuantSpec {
+    pub preset: quantize::mix::FileTypePreset,
+    pub mix: quantize::mix::MixOptions,
+    pub imatrix: Option<quantize::model::ImatrixInput>,
 }
 
 impl Default for ConvertOptions {
@@ -93,6 +106,7 @@ impl Default for ConvertOptions {
             pre_override: None,
             model_name: None,
             repo_id: None,
+            quant: None,
         }
     }
 }
@@ -113,6 +127,11 @@ pub struct PlannedTensor {
     pub shape: Vec<usize>,
     pub ggml_type: GgmlType,
     transforms: Vec<Transform>,
+    /// One-pass quantization: the type the intermediate file would hold; values are rounded
+    /// through it before being quantized to `ggml_type`.
+    via: Option<GgmlType>,
+    /// Importance-matrix weights (one per column) for the quantizer.
+    imatrix: Option<Vec<f32>>,
 }
 
 /// Everything needed to write the file.
@@ -123,6 +142,11 @@ pub struct Plan {
     pub metadata: Metadata,
     pub tensors: Vec<PlannedTensor>,
     pub outfile: PathBuf,
+    /// What `general.file_type` says, by name (`F16`, `Q4_K_M`).
+    pub file_type_label: &'static str,
+    /// llama-quantize writes `ggml_n_dims` dimensions (trailing 1s dropped); the converter writes
+    /// every dimension.
+    trim_dims: bool,
     n_vocab: Option<usize>,
     checkpoint: Checkpoint,
 }
@@ -216,6 +240,8 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
             shape,
             ggml_type,
             transforms: mapped.transforms,
+            via: None,
+            imatrix: None,
         });
     }
     check_unique(&tensors)?;
@@ -227,16 +253,13 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
         metadata.set(k, v);
     }
     metadata.set("general.type", "model");
-    let params = crate::general::count_params(
-        tensors
-            .iter()
-            .map(|t| (t.name.as_str(), t.shape.iter().product::<usize>() as u64)),
-    );
+    let params = crate::general::count_params(tensors.iter().map(|t| (t.name.as_str(), &t.shape)));
+    let label = opts.quant.as_ref().map_or(ftype.label, |q| q.preset.name());
     let general = crate::general::general_metadata(&crate::general::GeneralInput {
         model_dir: dir,
         config: &config,
         params,
-        output_type: ftype.label,
+        output_type: label,
         name_override: opts.model_name.as_deref(),
         repo_id: opts.repo_id.as_deref(),
     })
@@ -251,7 +274,7 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
     let vocab_opts = crate::vocab::VocabOptions {
         pre_override: opts.pre_override.clone(),
     };
-    let vocab = crate::vocab::vocab_metadata(dir, hf_arch, &config, &vocab_opts)
+    let vocab = crate::vocab::vocab_metadata(dir, hf_arch, &hparams.to_json(), &vocab_opts)
         .map_err(|e| ConvertError::Vocab(e.to_string()))?;
     for (k, v) in vocab {
         metadata.set(k, v);
@@ -265,9 +288,12 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            p.with_file_name(crate::general::fill_templated_filename(&name, ftype.label))
+            p.with_file_name(crate::general::fill_templated_filename(&name, label))
         }
     };
+    if let Some(q) = &opts.quant {
+        (tensors, metadata) = plan_quant(tensors, &metadata, q)?;
+    }
     Ok(Plan {
         arch,
         hparams,
@@ -275,9 +301,88 @@ pub fn plan(dir: &Path, opts: &ConvertOptions) -> Result<Plan, ConvertError> {
         metadata,
         tensors,
         outfile,
+        file_type_label: label,
+        trim_dims: opts.quant.is_some(),
         n_vocab,
         checkpoint,
     })
+}
+
+/// Applies llama-quantize's decisions to a planned conversion: its tensor order, its per-tensor
+/// types (the mix), its metadata layout, and the imatrix weights of each tensor.
+fn plan_quant(
+    tensors: Vec<PlannedTensor>,
+    metadata: &Metadata,
+    q: &QuantSpec,
+) -> Result<(Vec<PlannedTensor>, Metadata), ConvertError> {
+    use quantize::mix;
+    let mix_err = |e: mix::MixError| ConvertError::Quant(e.to_string());
+    let model = mix::ModelInfo::from_metadata(metadata).map_err(mix_err)?;
+    let specs: Vec<mix::TensorSpec> = tensors
+        .iter()
+        .map(|t| mix::TensorSpec {
+            name: t.name.clone(),
+            dims: TensorDesc::from_shape(&t.name, &t.shape, t.ggml_type).dims,
+            ggml_type: t.ggml_type,
+        })
+        .collect();
+    let mut opts = q.mix.clone();
+    opts.has_imatrix = q.imatrix.is_some();
+    let mix_plan = mix::plan(&model, &specs, q.preset, &opts).map_err(mix_err)?;
+    let mut by_name: std::collections::HashMap<String, PlannedTensor> =
+        tensors.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let mut out = Vec::with_capacity(mix_plan.tensors.len());
+    for tp in &mix_plan.tensors {
+        let mut t = by_name
+            .remove(&tp.name)
+            .ok_or_else(|| ConvertError::Tensor {
+                tensor: tp.name.clone(),
+                message: "planned by the mix but not by the converter".into(),
+            })?;
+        if tp.converts() {
+            t.via = Some(tp.source_type);
+            t.ggml_type = tp.target_type;
+            if let Some(im) = &q.imatrix {
+                let ne0 = tp.dims.first().copied().unwrap_or(1);
+                let n_mat = tp.dims.get(2).copied().unwrap_or(1);
+                let w = im
+                    .imatrix
+                    .weights_for(&tp.name, ne0, n_mat)
+                    .map_err(|e| ConvertError::Quant(e.to_string()))?;
+                t.imatrix = w
+                    .filter(|_| quantize::uses_imatrix(tp.target_type))
+                    .map(<[f32]>::to_vec);
+            }
+        }
+        out.push(t);
+    }
+    let kv = q.imatrix.as_ref().map(|im| im.imatrix.kv(&im.label));
+    Ok((out, mix::output_metadata(metadata, q.preset, kv.as_ref())))
+}
+
+/// Rounds values to what an intermediate file of type `via` would hold, and checks them as
+/// llama-quantize checks its input (no NaN or Inf, e.g. from an f16 overflow).
+fn round_through(name: &str, values: &mut [f32], via: GgmlType) -> Result<(), ConvertError> {
+    match via {
+        GgmlType::F16 => values
+            .par_iter_mut()
+            .for_each(|v| *v = quantize::f16_bits_to_f32(quantize::f32_to_f16_bits(*v))),
+        GgmlType::BF16 => values
+            .par_iter_mut()
+            .for_each(|v| *v = quantize::bf16_bits_to_f32(quantize::f32_to_bf16_bits(*v))),
+        _ => {}
+    }
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(ConvertError::Tensor {
+            tensor: name.to_string(),
+            message: format!(
+                "value {} at index {i} is not finite in {} (llama-quantize refuses such input)",
+                values[i],
+                via.name()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The vocabulary size Gemma 3 truncates its embedding to: llama.cpp takes the SentencePiece
@@ -395,6 +500,8 @@ fn plan_extra(extra: ExtraTensor, hp: &Hparams) -> Result<Option<PlannedTensor>,
         shape: vec![values.len()],
         ggml_type: GgmlType::F32,
         transforms: Vec::new(),
+        via: None,
+        imatrix: None,
     }))
 }
 
@@ -508,7 +615,13 @@ impl Plan {
     pub fn descs(&self) -> Vec<TensorDesc> {
         self.tensors
             .iter()
-            .map(|t| TensorDesc::from_shape(&t.name, &t.shape, t.ggml_type))
+            .map(|t| {
+                let mut d = TensorDesc::from_shape(&t.name, &t.shape, t.ggml_type);
+                if self.trim_dims {
+                    d.dims.truncate(quantize::mix::ggml_n_dims(&d.dims).max(1));
+                }
+                d
+            })
             .collect()
     }
 
@@ -518,35 +631,218 @@ impl Plan {
 
     /// Streams every tensor into `outfile` (temporary file renamed on success). `progress` is
     /// called with the number of input bytes consumed after each tensor.
+    ///
+    /// Tensors are converted in buffers of a few MB on the rayon pool (`--threads`) while a
+    /// writer thread writes the previous buffer; see [`crate::stream`]. The bytes are the same
+    /// whatever the thread count or buffer size.
     pub fn write(&self, progress: &(dyn Fn(u64) + Sync)) -> Result<Summary, ConvertError> {
         let out = &self.outfile;
         let file = AtomicFile::create(out).map_err(|e| ConvertError::io(out, e))?;
+        self.write_to(file, out, progress)
+    }
+
+    /// [`Plan::write`] into any output that appears only when committed: e.g. the shards of a
+    /// split model ([`gguf::split::SplitOutput`], which re-cuts this unsplit byte stream into
+    /// files). `out` names the output in errors and in the summary.
+    pub fn write_to<S: gguf::split::Commit>(
+        &self,
+        file: S,
+        out: &Path,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Summary, ConvertError> {
         let descs = self.descs();
-        let mut writer = GgufWriter::new(file, &self.metadata, &descs)
+        let writer = GgufWriter::new(file, &self.metadata, &descs)
             .map_err(|e| ConvertError::write(out, e))?;
-        let mut n_params = 0u64;
-        for t in &self.tensors {
-            let bytes = self.produce(t)?;
-            n_params += t.shape.iter().product::<usize>() as u64;
-            writer
-                .write_tensor(&t.name, &bytes)
-                .map_err(|e| ConvertError::write(out, e))?;
-            if let Origin::Hf(i) = t.origin {
-                progress(self.checkpoint.tensors()[i].n_bytes() as u64);
+        let names: Vec<&str> = self.tensors.iter().map(|t| t.name.as_str()).collect();
+        let on_tensor = |i: usize| {
+            if let Some(Origin::Hf(s)) = self.tensors.get(i).map(|t| &t.origin) {
+                progress(self.checkpoint.tensors()[*s].n_bytes() as u64);
             }
-        }
+        };
+        let writer = crate::stream::run_writer(
+            writer,
+            &names,
+            &on_tensor,
+            |outbox| self.produce_all(outbox),
+            |e| ConvertError::write(out, e),
+        )?;
+        let n_params = self
+            .tensors
+            .iter()
+            .map(|t| t.shape.iter().product::<usize>() as u64)
+            .sum();
         let bytes_written = writer.position();
         let file = writer.finish().map_err(|e| ConvertError::write(out, e))?;
         file.commit().map_err(|e| ConvertError::io(out, e))?;
         Ok(Summary {
-            output: out.clone(),
+            output: out.to_path_buf(),
             architecture: self.arch.gguf_arch.to_string(),
-            file_type: self.ftype.label.to_string(),
+            file_type: self.file_type_label.to_string(),
             n_tensors: self.tensors.len(),
             n_params,
             bytes_written,
             bytes_read: self.input_bytes(),
         })
+    }
+
+    /// Produces every tensor, in header order, into `outbox`. Returns early (with `Ok`) when
+    /// the writer has stopped: its error is the one reported.
+    fn produce_all(&self, outbox: &crate::stream::Outbox) -> Result<(), ConvertError> {
+        use crate::stream::{advise, Advice, Piece, CHUNK_BYTES};
+        const PREFETCH_BYTES: usize = 256 << 20;
+        let source_of = |t: &PlannedTensor| match t.origin {
+            Origin::Hf(i) => Some(self.checkpoint.bytes(&self.checkpoint.tensors()[i])),
+            Origin::Extra(_) => None,
+        };
+        // Tensors before `prefetched` were handed to the kernel's read-ahead; `window` is the
+        // source size of those after the current one.
+        let mut prefetched = 0;
+        let mut window = 0usize;
+        for (i, t) in self.tensors.iter().enumerate() {
+            // Let the kernel read the next PREFETCH_BYTES from disk while this tensor is
+            // converted. This fills the page cache only, not this process's resident memory.
+            if i < prefetched {
+                window -= source_of(t).map_or(0, <[u8]>::len);
+            } else {
+                prefetched = i + 1;
+                window = 0;
+            }
+            while prefetched < self.tensors.len() && window < PREFETCH_BYTES {
+                if let Some(next) = source_of(&self.tensors[prefetched]) {
+                    advise(next, Advice::WillNeed);
+                    window += next.len();
+                }
+                prefetched += 1;
+            }
+            match self.row_source(t)? {
+                Some(rs) => {
+                    let total = rs.n_elements();
+                    let step = rs.elements_in(CHUNK_BYTES);
+                    let mut first = 0;
+                    while first < total {
+                        let n = step.min(total - first);
+                        let Some(mut bytes) = outbox.buffer(rs.out_bytes(n)) else {
+                            return Ok(());
+                        };
+                        rs.fill(first, &mut bytes);
+                        let piece = Piece::Data {
+                            tensor: i,
+                            bytes,
+                            recycle: true,
+                        };
+                        if !outbox.send(piece) {
+                            return Ok(());
+                        }
+                        first += n;
+                    }
+                }
+                None => {
+                    let bytes = self.produce(t)?;
+                    let piece = Piece::Data {
+                        tensor: i,
+                        bytes,
+                        recycle: false,
+                    };
+                    if !outbox.send(piece) {
+                        return Ok(());
+                    }
+                }
+            }
+            if let Some(src) = source_of(t) {
+                advise(src, Advice::DontNeed);
+            }
+            if !outbox.send(Piece::End { tensor: i }) {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Describes `t` as a selection of source rows for the streaming path, or `None` when it
+    /// needs the reference path (`Transpose`, generated tensors, other output types).
+    fn row_source(
+        &self,
+        t: &PlannedTensor,
+    ) -> Result<Option<crate::stream::RowSource<'_>>, ConvertError> {
+        use crate::stream::{ElemOp, RowSource};
+        let Origin::Hf(i) = t.origin else {
+            return Ok(None);
+        };
+        if t.via.is_some() || !crate::stream::supports(t.ggml_type) {
+            return Ok(None);
+        }
+        let src = &self.checkpoint.tensors()[i];
+        let n = src.n_elements();
+        let mut rows = src.shape.first().copied().unwrap_or(1);
+        let row_len = n.checked_div(rows).unwrap_or(0);
+        let mut map: Option<Vec<usize>> = None;
+        let mut op = ElemOp::Identity;
+        for tr in &t.transforms {
+            match tr {
+                Transform::PermuteQ | Transform::PermuteK => {
+                    let perm = self.permute_map(src, *tr, rows)?;
+                    map = Some(match map {
+                        None => perm,
+                        Some(m) => perm.iter().map(|&p| m[p]).collect(),
+                    });
+                }
+                Transform::AddOne if op == ElemOp::Identity => {
+                    op = if src.dtype == SourceDtype::F16 {
+                        ElemOp::AddOneF16Exact
+                    } else {
+                        ElemOp::AddOne
+                    };
+                }
+                Transform::AddOne | Transform::Transpose => return Ok(None),
+                Transform::TruncateToVocab => {
+                    if let Some(nv) = self.n_vocab.filter(|&nv| nv < rows) {
+                        rows = nv;
+                        if let Some(m) = &mut map {
+                            m.truncate(nv);
+                        }
+                    }
+                }
+            }
+        }
+        let rs = RowSource {
+            src: self.checkpoint.bytes(src),
+            dtype: src.dtype,
+            row_len,
+            n_rows: rows,
+            map,
+            op,
+            out: t.ggml_type,
+        };
+        let planned: usize = t.shape.iter().product();
+        Ok((rs.is_valid() && rs.n_elements() == planned).then_some(rs))
+    }
+
+    /// The row order of a Q/K head permutation of a tensor with `rows` rows (output row `r`
+    /// comes from row `map[r]`).
+    fn permute_map(
+        &self,
+        src: &SourceTensor,
+        tr: Transform,
+        rows: usize,
+    ) -> Result<Vec<usize>, ConvertError> {
+        let err = |message: String| ConvertError::Tensor {
+            tensor: src.name.clone(),
+            message,
+        };
+        let n_head = self
+            .hparams
+            .u64(&["n_heads", "num_attention_heads"])
+            .ok_or_else(|| err("num_attention_heads missing".into()))?;
+        let n_kv = self
+            .hparams
+            .u64(&["n_kv_heads", "num_key_value_heads"])
+            .unwrap_or(n_head);
+        let heads = if tr == Transform::PermuteK && n_kv != n_head {
+            n_kv
+        } else {
+            n_head
+        };
+        arch_registry::permute_rows(rows, heads as usize).map_err(err)
     }
 
     /// Reads, transforms and encodes one tensor.
@@ -568,6 +864,9 @@ impl Plan {
             let src = &self.checkpoint.tensors()[i];
             values = self.apply_transforms(src, t, values, f16_exact)?;
         }
+        if let Some(via) = t.via {
+            round_through(&t.name, &mut values, via)?;
+        }
         encode(&values, t, f16_exact)
     }
 
@@ -578,30 +877,13 @@ impl Plan {
         mut values: Vec<f32>,
         f16_exact: bool,
     ) -> Result<Vec<f32>, ConvertError> {
-        let err = |message: String| ConvertError::Tensor {
-            tensor: src.name.clone(),
-            message,
-        };
         let mut shape = src.shape.clone();
         for tr in &t.transforms {
             match tr {
                 Transform::PermuteQ | Transform::PermuteK => {
-                    let n_head = self
-                        .hparams
-                        .u64(&["n_heads", "num_attention_heads"])
-                        .ok_or_else(|| err("num_attention_heads missing".into()))?;
-                    let n_kv = self
-                        .hparams
-                        .u64(&["n_kv_heads", "num_key_value_heads"])
-                        .unwrap_or(n_head);
-                    let heads = if *tr == Transform::PermuteK && n_kv != n_head {
-                        n_kv
-                    } else {
-                        n_head
-                    };
                     let rows = shape.first().copied().unwrap_or(1);
-                    let row_len = if rows == 0 { 0 } else { values.len() / rows };
-                    let map = arch_registry::permute_rows(rows, heads as usize).map_err(err)?;
+                    let row_len = values.len().checked_div(rows).unwrap_or(0);
+                    let map = self.permute_map(src, *tr, rows)?;
                     let mut out = vec![0f32; values.len()];
                     out.par_chunks_mut(row_len.max(1))
                         .zip(map.par_iter())
@@ -691,7 +973,7 @@ fn encode(values: &[f32], t: &PlannedTensor, _f16_exact: bool) -> Result<Vec<u8>
         }
         ty => {
             let row = t.shape.last().copied().unwrap_or(1);
-            quantize::quantize(ty, values, row, None).map_err(err)?
+            quantize::quantize(ty, values, row, t.imatrix.as_deref()).map_err(err)?
         }
     })
 }

@@ -23,6 +23,18 @@ fn matrix(n: usize) -> Vec<f32> {
         .collect()
 }
 
+/// CPU seconds used by this process's threads so far (sum of the nanosecond run times in
+/// /proc/self/task/*/schedstat; Linux only). Reported beside wall time because the build machine
+/// is shared: CPU time is what the work costs when other jobs compete for the cores.
+fn cpu_seconds() -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e9)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -48,12 +60,19 @@ fn main() {
             &[None]
         };
         for imat in variants {
+            let c0 = cpu_seconds();
             let t = Instant::now();
             let q = match quantize::quantize(ty, &data, cols, *imat) {
                 Ok(q) => q,
                 Err(e) => panic!("{ty}: {e}"),
             };
             let tq = t.elapsed().as_secs_f64();
+            let cq = match (c0, cpu_seconds()) {
+                (Some(a), Some(b)) => {
+                    format!(", cpu {:6.2} s ({:7.1} MB/s/cpu)", b - a, mb / (b - a))
+                }
+                _ => String::new(),
+            };
             let t = Instant::now();
             let back = match quantize::dequantize(ty, &q, rows * cols) {
                 Ok(b) => b,
@@ -62,11 +81,12 @@ fn main() {
             let td = t.elapsed().as_secs_f64();
             std::hint::black_box(back);
             println!(
-                "{:>8} {:>6}: quantize {:7.3} s ({:7.1} MB/s), dequantize {:6.3} s ({:7.1} MB/s)",
+                "{:>8} {:>6}: quantize {:7.3} s ({:7.1} MB/s{}), dequantize {:6.3} s ({:7.1} MB/s)",
                 ty.name(),
                 if imat.is_some() { "imat" } else { "plain" },
                 tq,
                 mb / tq,
+                cq,
                 td,
                 mb / td
             );

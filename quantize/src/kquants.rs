@@ -5,8 +5,8 @@
 //! *rounded* scales, so `rd_f16` re-reads the stored bytes exactly where ggml re-reads `y[i].d`.
 
 use crate::common::{
-    get_scale_min_k4, make_q3_quants, make_qkx2_quants, make_qkx3_quants, make_qp_quants,
-    make_qx_quants, nearest_int, pack_scale_min_k4, rd_f16, wr_f16, MinSearch, GROUP_MAX_EPS,
+    get_scale_min_k4, make_qp_quants, make_qx_quants, nearest_int, pack_scale_min_k4, q3_lanes,
+    qkx_lanes, qx_lanes, rd_f16, wr_f16, MinSearch, GROUP_MAX_EPS,
 };
 
 const QK_K: usize = 256;
@@ -17,6 +17,42 @@ const IMPL_SEARCH: MinSearch = MinSearch {
     nstep: 36,
     use_mad: false,
 };
+
+/// Defines `pub(crate) fn $name(x, y, qw)` running `$body`, compiled a second time with AVX2
+/// enabled and picked at run time. The lane kernels in `common` then use 256-bit registers;
+/// the arithmetic is the same IEEE f32 operations either way (Rust never contracts to FMA),
+/// so both builds give identical bytes.
+macro_rules! avx2_dispatch {
+    ($name:ident, $body:ident) => {
+        pub(crate) fn $name(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
+                    $body(x, y, qw)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2, checked just above.
+                    return unsafe { avx2(x, y, qw) };
+                }
+            }
+            $body(x, y, qw)
+        }
+    };
+}
+
+/// Transposes `L` consecutive groups of `N` values into lane layout: `out[i][k] = x[N*k + i]`.
+#[inline(always)]
+fn to_lanes<const L: usize, const N: usize>(x: &[f32]) -> [[f32; L]; N] {
+    let x = &x[..L * N];
+    let mut out = [[0.0f32; L]; N];
+    for k in 0..L {
+        for i in 0..N {
+            out[i][k] = x[N * k + i];
+        }
+    }
+    out
+}
 
 /// Σx² over one super-block.
 #[inline(always)]
@@ -43,7 +79,10 @@ fn pack_2bit(l: &[u8; QK_K], qs: &mut [u8]) {
 // ------------------------------------------------------------------------------------------ Q2_K
 // scales[16] @0 (scale | min<<4), qs[64] @16, d @80, dmin @82
 
-pub(crate) fn quantize_q2_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
+avx2_dispatch!(quantize_q2_k, quantize_q2_k_body);
+
+#[inline(always)]
+fn quantize_q2_k_body(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     for (i, (xb, yb)) in x.chunks_exact(QK_K).zip(y.chunks_exact_mut(84)).enumerate() {
         match qw {
             None => q2_k_ref_block(xb, yb),
@@ -52,13 +91,11 @@ pub(crate) fn quantize_q2_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     }
 }
 
+#[inline(always)]
 fn q2_k_ref_block(x: &[f32], y: &mut [u8]) {
     const Q4SCALE: f32 = 15.0;
     let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 16];
-    let mut weights = [0.0f32; 16];
     let mut mins = [0.0f32; 16];
-    let mut scales = [0.0f32; 16];
     let search = MinSearch {
         rmin: -0.5,
         rdelta: 0.1,
@@ -66,22 +103,21 @@ fn q2_k_ref_block(x: &[f32], y: &mut [u8]) {
         use_mad: true,
     };
 
+    // make_qkx2_quants on the 16 sub-blocks, weights |x|, one sub-block per lane.
+    let xt = to_lanes::<16, 16>(x);
+    let mut wt = [[0.0f32; 16]; 16];
+    for i in 0..16 {
+        for k in 0..16 {
+            wt[i][k] = xt[i][k].abs();
+        }
+    }
+    let mut lt = [[0.0f32; 16]; 16];
+    let scales = qkx_lanes(3, &xt, &wt, false, &mut lt, &mut mins, search);
+    from_lanes_u8(&lt, &mut l);
+
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
     for j in 0..16 {
-        let xs = &x[16 * j..16 * j + 16];
-        for (w, &v) in weights.iter_mut().zip(xs) {
-            *w = v.abs();
-        }
-        scales[j] = make_qkx2_quants(
-            3,
-            xs,
-            &weights,
-            &mut l[16 * j..16 * j + 16],
-            &mut mins[j],
-            &mut laux,
-            search,
-        );
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -114,36 +150,27 @@ fn q2_k_ref_block(x: &[f32], y: &mut [u8]) {
     q2_k_requantize_and_pack(x, y, &mut l);
 }
 
+#[inline(always)]
 fn q2_k_impl_block(x: &[f32], y: &mut [u8], qw: &[f32]) {
     let mut l = [0u8; QK_K];
-    let mut laux = [0u8; 16];
     let mut mins = [0.0f32; 16];
-    let mut scales = [0.0f32; 16];
     let mut sw = [0.0f32; 16];
-    let mut weight = [0.0f32; 16];
     let mut ls = [0u8; 16];
     let mut lm = [0u8; 16];
 
     let sigma2 = sum_sq(x) / QK_K as f32;
-    for j in 0..16 {
-        let xs = &x[16 * j..16 * j + 16];
-        let q = &qw[16 * j..16 * j + 16];
-        for i in 0..16 {
-            weight[i] = q[i] * (sigma2 + xs[i] * xs[i]).sqrt();
+    let xt = to_lanes::<16, 16>(x);
+    let qt = to_lanes::<16, 16>(qw);
+    let mut wt = [[0.0f32; 16]; 16];
+    for i in 0..16 {
+        for k in 0..16 {
+            wt[i][k] = qt[i][k] * (sigma2 + xt[i][k] * xt[i][k]).sqrt();
+            sw[k] += wt[i][k];
         }
-        for &w in &weight {
-            sw[j] += w;
-        }
-        scales[j] = make_qkx3_quants(
-            3,
-            xs,
-            Some(&weight),
-            &mut l[16 * j..16 * j + 16],
-            &mut mins[j],
-            &mut laux,
-            IMPL_SEARCH,
-        );
     }
+    let mut lt = [[0.0f32; 16]; 16];
+    let scales = qkx_lanes(3, &xt, &wt, true, &mut lt, &mut mins, IMPL_SEARCH);
+    from_lanes_u8(&lt, &mut l);
     let dm = make_qp_quants(15, &scales, &mut ls, &sw);
     let mm = make_qp_quants(15, &mins, &mut lm, &sw);
     wr_f16(y, 80, dm);
@@ -154,7 +181,19 @@ fn q2_k_impl_block(x: &[f32], y: &mut [u8], qw: &[f32]) {
     q2_k_requantize_and_pack(x, y, &mut l);
 }
 
+/// Writes lane-layout levels back in element order as bytes (`l[N*k + i] = lt[i][k]`).
+#[inline(always)]
+fn from_lanes_u8<const L: usize, const N: usize>(lt: &[[f32; L]; N], l: &mut [u8]) {
+    let l = &mut l[..L * N];
+    for k in 0..L {
+        for i in 0..N {
+            l[N * k + i] = lt[i][k] as u8;
+        }
+    }
+}
+
 /// Requantizes with the fp16-rounded d/dmin (sub-blocks whose scale is 0 keep the helper's L).
+#[inline(always)]
 fn q2_k_requantize_and_pack(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K]) {
     let d_all = rd_f16(y, 80);
     let dmin = rd_f16(y, 82);
@@ -202,7 +241,10 @@ pub(crate) fn dequantize_q2_k(x: &[u8], y: &mut [f32]) {
 // ------------------------------------------------------------------------------------------ Q3_K
 // hmask[32] @0, qs[64] @32, scales[12] @96, d @108
 
-pub(crate) fn quantize_q3_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
+avx2_dispatch!(quantize_q3_k, quantize_q3_k_body);
+
+#[inline(always)]
+fn quantize_q3_k_body(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     for (i, (xb, yb)) in x
         .chunks_exact(QK_K)
         .zip(y.chunks_exact_mut(110))
@@ -239,18 +281,17 @@ fn q3_k_get_scale(scales: &[u8], j: usize) -> i32 {
     (lo | (((scales[8 + j % 4] >> (2 * (j / 4))) & 3) as i32) << 4) - 32
 }
 
+#[inline(always)]
 fn q3_k_ref_block(x: &[f32], y: &mut [u8]) {
     let mut l = [0i8; QK_K];
-    let mut scales = [0.0f32; 16];
+    // make_q3_quants(4, .., do_rmse = true) on the 16 sub-blocks, one per lane.
+    let xt = to_lanes::<16, 16>(x);
+    let mut lt = [[0.0f32; 16]; 16];
+    let scales = q3_lanes(4, &xt, &mut lt);
+    from_lanes_i8(&lt, &mut l);
     let mut max_scale = 0.0f32;
     let mut amax = 0.0f32;
     for j in 0..16 {
-        scales[j] = make_q3_quants(
-            4,
-            &x[16 * j..16 * j + 16],
-            &mut l[16 * j..16 * j + 16],
-            true,
-        );
         let scale = scales[j].abs();
         if scale > amax {
             amax = scale;
@@ -273,27 +314,26 @@ fn q3_k_ref_block(x: &[f32], y: &mut [u8]) {
     q3_k_requantize_and_pack(x, y, &mut l);
 }
 
+#[inline(always)]
 fn q3_k_impl_block(x: &[f32], y: &mut [u8], qw: &[f32]) {
     let mut l = [0i8; QK_K];
-    let mut scales = [0.0f32; 16];
-    let mut weight = [0.0f32; 16];
     let mut sw = [0.0f32; 16];
     let mut ls = [0i8; 16];
 
     let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
-    for j in 0..16 {
-        let xs = &x[16 * j..16 * j + 16];
-        let q = &qw[16 * j..16 * j + 16];
-        for i in 0..16 {
-            weight[i] = q[i] * (sigma2 + xs[i] * xs[i]).sqrt();
+    // make_qx_quants(4, .., rmse_type 1, weights) on the 16 sub-blocks, one per lane.
+    let xt = to_lanes::<16, 16>(x);
+    let qt = to_lanes::<16, 16>(qw);
+    let mut wt = [[0.0f32; 16]; 16];
+    for i in 0..16 {
+        for k in 0..16 {
+            wt[i][k] = qt[i][k] * (sigma2 + xt[i][k] * xt[i][k]).sqrt();
+            sw[k] += wt[i][k];
         }
-        let mut sumw = 0.0f32;
-        for &w in &weight {
-            sumw += w;
-        }
-        sw[j] = sumw;
-        scales[j] = make_qx_quants(4, xs, &mut l[16 * j..16 * j + 16], 1, Some(&weight));
     }
+    let mut lt = [[0.0f32; 16]; 16];
+    let scales = qx_lanes(4, &xt, &wt, &mut lt);
+    from_lanes_i8(&lt, &mut l);
     y[96..108].fill(0);
     let d_block = make_qx_quants(32, &scales, &mut ls, 1, Some(&sw));
     for j in 0..16 {
@@ -303,6 +343,18 @@ fn q3_k_impl_block(x: &[f32], y: &mut [u8], qw: &[f32]) {
     q3_k_requantize_and_pack(x, y, &mut l);
 }
 
+/// [`from_lanes_u8`] for the signed level arrays.
+#[inline(always)]
+fn from_lanes_i8<const L: usize, const N: usize>(lt: &[[f32; L]; N], l: &mut [i8]) {
+    let l = &mut l[..L * N];
+    for k in 0..L {
+        for i in 0..N {
+            l[N * k + i] = lt[i][k] as i8;
+        }
+    }
+}
+
+#[inline(always)]
 fn q3_k_requantize_and_pack(x: &[f32], y: &mut [u8], l: &mut [i8; QK_K]) {
     let d_all = rd_f16(y, 108);
     for j in 0..16 {
@@ -361,58 +413,110 @@ pub(crate) fn dequantize_q3_k(x: &[u8], y: &mut [f32]) {
 // ------------------------------------------------------------------------------------------ Q4_K
 // d @0, dmin @2, scales[12] @4, qs[128] @16
 
-pub(crate) fn quantize_q4_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
-    for (i, (xb, yb)) in x
-        .chunks_exact(QK_K)
-        .zip(y.chunks_exact_mut(144))
-        .enumerate()
-    {
-        let mut l = [0u8; QK_K];
-        match qw {
-            None => kx_ref_scales(xb, yb, &mut l, 15, -1.0, 20),
-            Some(qw) => kx_impl_scales(xb, yb, &mut l, 15, &qw[QK_K * i..QK_K * (i + 1)]),
-        }
-        kx_requantize(xb, yb, &mut l, 15);
+avx2_dispatch!(quantize_q4_k, quantize_q4_k_body);
+
+#[inline(always)]
+fn quantize_q4_k_body(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
+    kx_quantize(x, y, qw, 15, -1.0, 20, 144, |l, yb| {
         let q = &mut yb[16..144];
         for (c, j) in (0..QK_K).step_by(64).enumerate() {
             for i in 0..32 {
                 q[32 * c + i] = l[j + i] | (l[j + i + 32] << 4);
             }
         }
+    });
+}
+
+/// Q4_K/Q5_K driver: super-blocks go through the scale search two at a time (16 lanes: two
+/// independent dependency chains per instruction stream), a last odd one alone; then each is
+/// requantized and handed to `pack(levels, block)`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn kx_quantize(
+    x: &[f32],
+    y: &mut [u8],
+    qw: Option<&[f32]>,
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+    bytes: usize,
+    pack: impl Fn(&[u8], &mut [u8]),
+) {
+    let nb = x.len() / QK_K;
+    let mut ib = 0;
+    while ib < nb {
+        let n = if nb - ib >= 2 { 2 } else { 1 };
+        let xs = &x[QK_K * ib..QK_K * (ib + n)];
+        let ys = &mut y[bytes * ib..bytes * (ib + n)];
+        let q = qw.map(|q| &q[QK_K * ib..QK_K * (ib + n)]);
+        let mut l = [0u8; 2 * QK_K];
+        match (n, q) {
+            (2, None) => kx_ref_scales::<16>(xs, ys, bytes, &mut l, nmax, rmin, nstep),
+            (_, None) => kx_ref_scales::<8>(xs, ys, bytes, &mut l, nmax, rmin, nstep),
+            (2, Some(q)) => kx_impl_scales::<16>(xs, ys, bytes, &mut l, nmax, q),
+            (_, Some(q)) => kx_impl_scales::<8>(xs, ys, bytes, &mut l, nmax, q),
+        }
+        for b in 0..n {
+            let xb = &xs[QK_K * b..QK_K * (b + 1)];
+            let yb = &mut ys[bytes * b..bytes * (b + 1)];
+            let lb = &mut l[QK_K * b..QK_K * (b + 1)];
+            kx_requantize(xb, yb, lb, nmax);
+            pack(lb, yb);
+        }
+        ib += n;
     }
 }
 
 /// Reference scale search shared by Q4_K (nmax 15, rmin −1, 20 steps) and Q5_K (31, −0.5, 15):
 /// per 32-value sub-block weights `sqrt(mean x²) + |x|`, then 6-bit scales/mins relative to the
 /// largest. Writes d, dmin and the 12 scale bytes.
-fn kx_ref_scales(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K], nmax: i32, rmin: f32, nstep: i32) {
-    let mut laux = [0u8; 32];
-    let mut weights = [0.0f32; 32];
-    let mut mins = [0.0f32; 8];
-    let mut scales = [0.0f32; 8];
+///
+/// Runs on L/8 consecutive super-blocks at once (`x`, `y`, `l` hold all of them).
+#[inline(always)]
+fn kx_ref_scales<const L: usize>(
+    x: &[f32],
+    y: &mut [u8],
+    bytes: usize,
+    l: &mut [u8],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+) {
+    let mut mins = [0.0f32; L];
     let search = MinSearch {
         rmin,
         rdelta: 0.1,
         nstep,
         use_mad: false,
     };
+    // make_qkx2_quants on the sub-blocks, one per lane.
+    let xt = to_lanes::<L, 32>(x);
+    let mut wt = [[0.0f32; L]; 32];
+    for k in 0..L {
+        let av_x = (sum_sq(&x[32 * k..32 * k + 32]) / 32.0).sqrt();
+        for i in 0..32 {
+            wt[i][k] = av_x + xt[i][k].abs();
+        }
+    }
+    let mut lt = [[0.0f32; L]; 32];
+    let scales = qkx_lanes(nmax, &xt, &wt, false, &mut lt, &mut mins, search);
+    from_lanes_u8(&lt, l);
+    for b in 0..L / 8 {
+        kx_ref_pack(
+            &scales[8 * b..8 * b + 8],
+            &mins[8 * b..8 * b + 8],
+            &mut y[bytes * b..bytes * (b + 1)],
+        );
+    }
+}
+
+/// Tail of the reference Q4_K/Q5_K search for one super-block: 6-bit scales and mins relative
+/// to the largest, fp16 d and dmin.
+#[inline(always)]
+fn kx_ref_pack(scales: &[f32], mins: &[f32], y: &mut [u8]) {
     let mut max_scale = 0.0f32;
     let mut max_min = 0.0f32;
     for j in 0..8 {
-        let xs = &x[32 * j..32 * j + 32];
-        let av_x = (sum_sq(xs) / 32.0).sqrt();
-        for (w, &v) in weights.iter_mut().zip(xs) {
-            *w = av_x + v.abs();
-        }
-        scales[j] = make_qkx2_quants(
-            nmax,
-            xs,
-            &weights,
-            &mut l[32 * j..32 * j + 32],
-            &mut mins[j],
-            &mut laux,
-            search,
-        );
         if scales[j] > max_scale {
             max_scale = scales[j];
         }
@@ -438,39 +542,55 @@ fn kx_ref_scales(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K], nmax: i32, rmin: f
 
 /// imatrix scale search shared by Q4_K and Q5_K: qkx3 per sub-block, then `make_qp_quants` on
 /// the scales and mins weighted by each sub-block's total weight.
-fn kx_impl_scales(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K], nmax: i32, qw: &[f32]) {
-    let mut laux = [0u8; 32];
-    let mut ls = [0u8; 8];
-    let mut lm = [0u8; 8];
-    let mut weights = [0.0f32; 32];
-    let mut sw = [0.0f32; 8];
-    let mut mins = [0.0f32; 8];
-    let mut scales = [0.0f32; 8];
-
-    let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
-    for j in 0..8 {
-        let xs = &x[32 * j..32 * j + 32];
-        let q = &qw[32 * j..32 * j + 32];
-        for i in 0..32 {
-            weights[i] = q[i] * (sigma2 + xs[i] * xs[i]).sqrt();
+///
+/// Runs on L/8 consecutive super-blocks at once (`x`, `y`, `l`, `qw` hold all of them).
+#[inline(always)]
+fn kx_impl_scales<const L: usize>(
+    x: &[f32],
+    y: &mut [u8],
+    bytes: usize,
+    l: &mut [u8],
+    nmax: i32,
+    qw: &[f32],
+) {
+    let mut sw = [0.0f32; L];
+    let mut mins = [0.0f32; L];
+    let mut sigma2 = [0.0f32; L];
+    for k in 0..L {
+        sigma2[k] = 2.0 * sum_sq(&x[QK_K * (k / 8)..QK_K * (k / 8 + 1)]) / QK_K as f32;
+    }
+    // make_qkx3_quants on the sub-blocks, one per lane.
+    let xt = to_lanes::<L, 32>(x);
+    let qt = to_lanes::<L, 32>(qw);
+    let mut wt = [[0.0f32; L]; 32];
+    for i in 0..32 {
+        for k in 0..L {
+            wt[i][k] = qt[i][k] * (sigma2[k] + xt[i][k] * xt[i][k]).sqrt();
+            sw[k] += wt[i][k];
         }
-        let mut sumw = 0.0f32;
-        for &w in &weights {
-            sumw += w;
-        }
-        sw[j] = sumw;
-        scales[j] = make_qkx3_quants(
+    }
+    let mut lt = [[0.0f32; L]; 32];
+    let scales = qkx_lanes(nmax, &xt, &wt, true, &mut lt, &mut mins, IMPL_SEARCH);
+    from_lanes_u8(&lt, l);
+    for b in 0..L / 8 {
+        let r = 8 * b..8 * b + 8;
+        kx_impl_pack(
+            &scales[r.clone()],
+            &mins[r.clone()],
+            &sw[r],
+            &mut y[bytes * b..bytes * (b + 1)],
             nmax,
-            xs,
-            Some(&weights),
-            &mut l[32 * j..32 * j + 32],
-            &mut mins[j],
-            &mut laux,
-            IMPL_SEARCH,
         );
     }
-    let d_block = make_qp_quants(63, &scales, &mut ls, &sw);
-    let m_block = make_qp_quants(63, &mins, &mut lm, &sw);
+}
+
+/// Tail of the imatrix Q4_K/Q5_K search for one super-block.
+#[inline(always)]
+fn kx_impl_pack(scales: &[f32], mins: &[f32], sw: &[f32], y: &mut [u8], nmax: i32) {
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    let d_block = make_qp_quants(63, scales, &mut ls, sw);
+    let m_block = make_qp_quants(63, mins, &mut lm, sw);
     y[4..16].fill(0);
     for j in 0..8 {
         // Q5_K's impl clamps to 63; Q4_K's packs the bytes as they are. They differ only if
@@ -487,7 +607,9 @@ fn kx_impl_scales(x: &[f32], y: &mut [u8], l: &mut [u8; QK_K], nmax: i32, qw: &[
 }
 
 /// Requantizes Q4_K/Q5_K values with the fp16-rounded d/dmin and the packed 6-bit scales.
-fn kx_requantize(x: &[f32], y: &[u8], l: &mut [u8; QK_K], nmax: i32) {
+#[inline(always)]
+fn kx_requantize(x: &[f32], y: &[u8], l: &mut [u8], nmax: i32) {
+    let l = &mut l[..QK_K];
     let d_all = rd_f16(y, 0);
     let dmin = rd_f16(y, 2);
     for j in 0..8 {
@@ -530,18 +652,11 @@ pub(crate) fn dequantize_q4_k(x: &[u8], y: &mut [f32]) {
 // ------------------------------------------------------------------------------------------ Q5_K
 // d @0, dmin @2, scales[12] @4, qh[32] @16, qs[128] @48
 
-pub(crate) fn quantize_q5_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
-    for (i, (xb, yb)) in x
-        .chunks_exact(QK_K)
-        .zip(y.chunks_exact_mut(176))
-        .enumerate()
-    {
-        let mut l = [0u8; QK_K];
-        match qw {
-            None => kx_ref_scales(xb, yb, &mut l, 31, -0.5, 15),
-            Some(qw) => kx_impl_scales(xb, yb, &mut l, 31, &qw[QK_K * i..QK_K * (i + 1)]),
-        }
-        kx_requantize(xb, yb, &mut l, 31);
+avx2_dispatch!(quantize_q5_k, quantize_q5_k_body);
+
+#[inline(always)]
+fn quantize_q5_k_body(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
+    kx_quantize(x, y, qw, 31, -0.5, 15, 176, |l, yb| {
         let (qh, ql) = yb[16..176].split_at_mut(32);
         qh.fill(0);
         let mut m1 = 1u8;
@@ -563,7 +678,7 @@ pub(crate) fn quantize_q5_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
             m1 = m1.wrapping_shl(2);
             m2 = m2.wrapping_shl(2);
         }
-    }
+    });
 }
 
 pub(crate) fn dequantize_q5_k(x: &[u8], y: &mut [f32]) {
@@ -599,7 +714,10 @@ pub(crate) fn dequantize_q5_k(x: &[u8], y: &mut [f32]) {
 // ------------------------------------------------------------------------------------------ Q6_K
 // ql[128] @0, qh[64] @128, scales[16] (int8) @192, d @208
 
-pub(crate) fn quantize_q6_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
+avx2_dispatch!(quantize_q6_k, quantize_q6_k_body);
+
+#[inline(always)]
+fn quantize_q6_k_body(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     for (i, (xb, yb)) in x
         .chunks_exact(QK_K)
         .zip(y.chunks_exact_mut(210))
@@ -612,21 +730,30 @@ pub(crate) fn quantize_q6_k(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
 
 /// The ref and impl paths differ only in the sub-block weights: x² (`make_qx_quants` type 1)
 /// without an imatrix, the raw imatrix values with one.
+#[inline(always)]
 fn q6_k_block(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     let mut l = [0i8; QK_K];
-    let mut scales = [0.0f32; 16];
     let mut max_scale = 0.0f32;
     let mut max_abs_scale = 0.0f32;
+    // make_qx_quants(32, .., rmse_type 1, qw) on the 16 sub-blocks, one per lane.
+    let xt = to_lanes::<16, 16>(x);
+    let wt = match qw {
+        Some(q) => to_lanes::<16, 16>(q),
+        None => {
+            let mut wt = [[0.0f32; 16]; 16];
+            for i in 0..16 {
+                for k in 0..16 {
+                    wt[i][k] = xt[i][k] * xt[i][k];
+                }
+            }
+            wt
+        }
+    };
+    let mut lt = [[0.0f32; 16]; 16];
+    let scales = qx_lanes(32, &xt, &wt, &mut lt);
+    from_lanes_i8(&lt, &mut l);
     for ib in 0..16 {
-        let q = qw.map(|q| &q[16 * ib..16 * ib + 16]);
-        let scale = make_qx_quants(
-            32,
-            &x[16 * ib..16 * ib + 16],
-            &mut l[16 * ib..16 * ib + 16],
-            1,
-            q,
-        );
-        scales[ib] = scale;
+        let scale = scales[ib];
         let abs_scale = scale.abs();
         if abs_scale > max_abs_scale {
             max_abs_scale = abs_scale;

@@ -299,6 +299,36 @@ pub fn known_names() -> Vec<&'static str> {
     names().map(|(n, _, _)| *n).collect()
 }
 
+/// The regexes llama.cpp's BPE tokenizer runs, in order, for the `tokenizer.ggml.pre` value
+/// `pre_name` (the empty name is llama.cpp's fallback, `default`). `None` when llama.cpp does
+/// not know the name and refuses the file. `ggforge verify` rebuilds llama.cpp's tokenizer from
+/// a GGUF with these, so that a wrong pre name shows up as different token ids.
+pub fn llamacpp_regexes(pre_name: &str) -> Option<Vec<&'static str>> {
+    let name = if pre_name.is_empty() {
+        "default"
+    } else {
+        pre_name
+    };
+    let (_, ty, _) = names().find(|(n, _, _)| *n == name)?;
+    type_regexes(ty).map(|(regexes, _)| regexes.to_vec())
+}
+
+/// The rest of llama.cpp's BPE setup for a `tokenizer.ggml.pre` value: whether words are
+/// byte-encoded (GPT-2's byte-to-unicode map) before merging, and the vocabulary flags the name
+/// sets (`("ignore_merges", "true")`, `("add_bos", "true")`, `("escape_whitespaces", "true")`,
+/// ...). `None` for names llama.cpp does not know.
+pub fn llamacpp_pre_config(
+    pre_name: &str,
+) -> Option<(bool, &'static [(&'static str, &'static str)])> {
+    let name = if pre_name.is_empty() {
+        "default"
+    } else {
+        pre_name
+    };
+    let (_, ty, flags) = names().find(|(n, _, _)| *n == name)?;
+    type_regexes(ty).map(|(_, byte_encode)| (byte_encode, *flags))
+}
+
 /// The regex list llama.cpp runs for a pre type, with whether it byte-encodes.
 fn type_regexes(ty: &str) -> Option<(&'static [&'static str], bool)> {
     let key = if ty == "DEFAULT" { "<default>" } else { ty };
