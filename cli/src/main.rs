@@ -7,6 +7,7 @@ mod convert_cmd;
 mod diff_cmd;
 mod inspect;
 mod quantize_cmd;
+mod verify_cmd;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ enum Command {
     Diff(diff_cmd::Args),
     /// Quantize a GGUF file like llama-quantize (same presets, same type choices, same bytes).
     Quantize(quantize_cmd::Args),
+    /// Verify a GGUF file: structure, tokenizer and logits against a reference.
+    Verify(verify_cmd::Args),
 }
 
 /// A failure with the exit code it maps to.
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Diff(args) => diff_cmd::run(args),
         Command::Quantize(args) => quantize_cmd::run(args),
+        Command::Verify(args) => verify_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
