@@ -1,15 +1,19 @@
-//! `ggforge inspect`: a GGUF file's header, metadata and tensor table.
+//! `ggforge inspect`: a GGUF model's header, metadata and tensor table.
+//!
+//! Given any shard of a split model, it shows the whole model: the first shard's metadata, every
+//! shard's tensors (each with the shard it is in), and the shards themselves. A plain file is
+//! shown exactly as before splits were read (the snapshot tests hold that).
 
 use std::path::PathBuf;
 
-use gguf::{Array, GgufFile, Value};
+use gguf::{Array, SplitModel, Value};
 use serde_json::json;
 
 use crate::Failure;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The GGUF file.
+    /// The GGUF file, or any shard of a split model.
     pub file: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -17,14 +21,13 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
-    let file = GgufFile::open(&args.file).map_err(|e| match e {
-        gguf::ReadError::Parse { .. } => Failure::input(e.to_string()),
-        gguf::ReadError::Io { .. } => Failure::input(e.to_string()),
-    })?;
+    // Any file that cannot be opened as a model (unreadable, malformed, a missing or
+    // inconsistent shard) is unusable input: exit 2.
+    let model = SplitModel::open(&args.file).map_err(|e| Failure::input(e.to_string()))?;
     let text = if args.json {
-        to_json(&file)
+        to_json(&model)
     } else {
-        to_table(&file)
+        to_table(&model)
     };
     crate::print_stdout(&text)
 }
@@ -74,65 +77,136 @@ fn value_json(v: &Value) -> serde_json::Value {
     }
 }
 
-pub fn to_json(file: &GgufFile) -> String {
-    let h = &file.header;
+/// The 1-based shard number of tensor `i`, for split models only.
+fn shard_of(model: &SplitModel, i: usize) -> Option<usize> {
+    if model.is_split() {
+        model.file_index(i).map(|f| f + 1)
+    } else {
+        None
+    }
+}
+
+/// The JSON document. For a split model, `file_size` is the size of all shards together, the
+/// header fields are the first shard's, every tensor has its `shard` (1-based, as in the file
+/// names), and `split` lists the shards.
+pub fn to_json(model: &SplitModel) -> String {
+    let h = &model.first().header;
     let metadata: Vec<_> = h
         .metadata
         .iter()
         .map(|(k, v)| json!({"key": k, "type": v.value_type().name(), "value": value_json(v)}))
         .collect();
-    let tensors: Vec<_> = h
-        .tensors
+    let tensors: Vec<_> = model
+        .tensors()
         .iter()
-        .map(|t| {
-            json!({"name": t.name, "type": t.ggml_type.name(), "dims": t.dims, "offset": t.offset, "bytes": t.n_bytes()})
+        .enumerate()
+        .map(|(i, t)| {
+            let mut j = json!({"name": t.name, "type": t.ggml_type.name(), "dims": t.dims, "offset": t.offset, "bytes": t.n_bytes()});
+            if let (Some(shard), Some(o)) = (shard_of(model, i), j.as_object_mut()) {
+                o.insert("shard".into(), json!(shard));
+            }
+            j
         })
         .collect();
-    let doc = json!({
+    let mut doc = json!({
         "version": h.version,
         "alignment": h.alignment,
         "data_offset": h.data_offset,
-        "file_size": file.file_len(),
+        "file_size": model.total_len(),
         "metadata": metadata,
         "tensors": tensors,
     });
+    if model.is_split() {
+        let files: Vec<_> = model
+            .files()
+            .iter()
+            .map(|f| {
+                json!({
+                    "path": f.path().display().to_string(),
+                    "version": f.header.version,
+                    "alignment": f.header.alignment,
+                    "data_offset": f.header.data_offset,
+                    "file_size": f.file_len(),
+                    "metadata_keys": f.metadata().len(),
+                    "tensors": f.tensors().len(),
+                })
+            })
+            .collect();
+        if let Some(o) = doc.as_object_mut() {
+            o.insert(
+                "split".into(),
+                json!({"count": model.files().len(), "files": files}),
+            );
+        }
+    }
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_default();
     s.push('\n');
     s
 }
 
-pub fn to_table(file: &GgufFile) -> String {
+/// The table. A split model gets a line saying so, a list of its shards, and a shard column.
+pub fn to_table(model: &SplitModel) -> String {
     use std::fmt::Write;
-    let h = &file.header;
+    let h = &model.first().header;
+    let tensors = model.tensors();
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "GGUF v{}  {} metadata keys  {} tensors  alignment {}  data at {}  file {} bytes",
-        h.version,
-        h.metadata.len(),
-        h.tensors.len(),
-        h.alignment,
-        h.data_offset,
-        file.file_len()
-    );
+    if model.is_split() {
+        let _ = writeln!(
+            s,
+            "GGUF v{}  {} metadata keys  {} tensors  alignment {}  split model of {} files  {} bytes in all",
+            h.version,
+            h.metadata.len(),
+            tensors.len(),
+            h.alignment,
+            model.files().len(),
+            model.total_len()
+        );
+        let _ = writeln!(s, "\nshards (the metadata is the first one's):");
+        for (i, f) in model.files().iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  {:>4}  {}  {} metadata keys  {} tensors  data at {}  file {} bytes",
+                i + 1,
+                f.path().display(),
+                f.metadata().len(),
+                f.tensors().len(),
+                f.header.data_offset,
+                f.file_len()
+            );
+        }
+    } else {
+        let _ = writeln!(
+            s,
+            "GGUF v{}  {} metadata keys  {} tensors  alignment {}  data at {}  file {} bytes",
+            h.version,
+            h.metadata.len(),
+            tensors.len(),
+            h.alignment,
+            h.data_offset,
+            model.total_len()
+        );
+    }
     let _ = writeln!(s, "\nmetadata:");
     let kw = h.metadata.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in h.metadata.iter() {
         let _ = writeln!(s, "  {k:<kw$}  {:<4} {v}", v.value_type().name());
     }
     let _ = writeln!(s, "\ntensors:");
-    let nw = h.tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    let nw = tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
     let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
-    for (i, t) in h.tensors.iter().enumerate() {
+    for (i, t) in tensors.iter().enumerate() {
         let dims = t
             .dims
             .iter()
             .map(|d| d.to_string())
             .collect::<Vec<_>>()
             .join(" x ");
+        let shard = shard_of(model, i)
+            .map(|n| format!("  shard {n}"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "  {i:>4}  {:<nw$}  {:<7}  {dims:<20}  offset {:<10}  {} bytes",
+            "  {i:>4}  {:<nw$}  {:<7}  {dims:<20}  offset {:<10}  {} bytes{shard}",
             t.name,
             t.ggml_type.name(),
             t.offset,
@@ -145,7 +219,7 @@ pub fn to_table(file: &GgufFile) -> String {
         .map(|(k, v)| format!("{k}: {v}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let params: u64 = h.tensors.iter().map(|t| t.n_elements()).sum();
+    let params: u64 = tensors.iter().map(|t| t.n_elements()).sum();
     let _ = writeln!(s, "\n{params} parameters; tensor types: {types}");
     s
 }

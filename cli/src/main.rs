@@ -28,9 +28,9 @@ struct Cli {
 enum Command {
     /// Convert a Hugging Face model folder to GGUF.
     Convert(convert_cmd::Args),
-    /// Print a GGUF file's metadata and tensor table.
+    /// Print a GGUF model's metadata and tensor table (any shard of a split model shows it whole).
     Inspect(inspect::Args),
-    /// Compare two GGUF files (metadata and tensor bytes); exit 1 when they differ.
+    /// Compare two GGUF models (metadata and tensor bytes; split models whole); exit 1 when they differ.
     Diff(diff_cmd::Args),
     /// Quantize a GGUF file like llama-quantize (same presets, same type choices, same bytes).
     Quantize(quantize_cmd::Args),

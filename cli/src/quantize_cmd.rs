@@ -17,7 +17,8 @@ use crate::Failure;
     after_help = after_help()
 )]
 pub struct Args {
-    /// Input GGUF (F32, F16 or BF16; already-quantized tensors need --allow-requantize).
+    /// Input GGUF (F32, F16 or BF16; already-quantized tensors need --allow-requantize), or any
+    /// shard of a split model: the whole model is quantized into one output file.
     pub input: PathBuf,
     /// `[OUT] TYPE [NTHREADS]`, as llama-quantize takes them. Without OUT the output is
     /// `<input's folder>/ggml-model-<TYPE>.gguf`, TYPE spelled as in the list below (q4_k_m →
@@ -169,7 +170,11 @@ pub fn run(args: Args) -> Result<(), Failure> {
     opts.allow_requantize = args.allow_requantize;
     (opts.mix, opts.imatrix) = args.mix.options()?;
 
-    let total = std::fs::metadata(&args.input).map(|m| m.len()).unwrap_or(0);
+    // A shard of a split model is quantized whole, so the bar counts every shard's bytes (errors
+    // are reported by the quantizer itself, which opens the model the same way).
+    let total = gguf::SplitModel::open(&args.input)
+        .map(|m| m.total_len())
+        .unwrap_or(0);
     let bar = if args.json {
         ProgressBar::hidden()
     } else {

@@ -18,7 +18,7 @@ table in docs/verify.md.\n\
 Exit codes: 0 pass, 1 fail, 2 could not run."
 )]
 pub struct Args {
-    /// The GGUF file to verify.
+    /// The GGUF file to verify, or any shard of a split model (the whole model is verified).
     pub file: PathBuf,
     /// Reference logits written by fixtures/make_fixture.py (transformers, float32).
     #[arg(long, value_name = "FILE")]

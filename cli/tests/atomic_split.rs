@@ -1,14 +1,15 @@
 //! `--split-max-size` / `--split-max-tensors` / `--no-tensor-first-split`: shards byte-identical
 //! to llama.cpp's converter's, read back as one model, and mergeable by `llama-gguf-split`.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use common::{convert, root, stderr, Scratch};
 use gguf::split::SplitModel;
 use gguf::{GgufFile, Metadata, TensorDesc, Value};
-
-const MODEL: &str = "../fixtures/tiny/llama3/Tiny-Llama-3-Instruct";
 
 /// (output name, options, [(file, sha256)]).
 type Case = (
@@ -93,48 +94,6 @@ const REFERENCE: &[Case] = &[
     ),
 ];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Scratch(PathBuf);
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("ggforge-split-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).unwrap();
-        Scratch(p)
-    }
-    fn listing(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn convert(out: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ggforge"))
-        .arg("convert")
-        .arg(root().join(MODEL))
-        .arg("--outfile")
-        .arg(out)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn shards_are_byte_identical_to_llama_cpp() {
     for (i, (name, args, files)) in REFERENCE.iter().enumerate() {
@@ -186,7 +145,7 @@ fn any_shard_opens_the_whole_model() {
         assert!(model.is_split());
         assert_eq!(model.files().len(), 4);
         assert_eq!(model.n_tensors(), reference.tensors().len());
-        for ((_, t), r) in model.tensors().zip(reference.tensors()) {
+        for (t, r) in model.tensors().iter().zip(reference.tensors()) {
             assert_eq!(
                 (&t.name, &t.dims, t.ggml_type),
                 (&r.name, &r.dims, r.ggml_type)

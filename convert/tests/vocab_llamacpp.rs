@@ -132,7 +132,10 @@ fn smollm2_real_tokenizer_matches_llamacpp() {
         .map(|t| root.join(format!("llamacpp/from-f32/SmolLM2-135M-Instruct-{t}.gguf")))
         .find(|p| p.is_file());
     let (true, Some(gguf)) = (model.join("tokenizer.json").is_file(), gguf) else {
-        panic!("{} not built: run fixtures/smollm2/make_refs.sh", root.display());
+        panic!(
+            "{} not built: run fixtures/smollm2/make_refs.sh",
+            root.display()
+        );
     };
     let diffs = common::compare_with_gguf(&model, &gguf, &VocabOptions::default());
     assert!(

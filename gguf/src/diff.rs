@@ -1,10 +1,13 @@
 //! Comparing two GGUF files key by key and tensor by tensor.
 //!
-//! Used by the compatibility tests (our file vs llama.cpp's) and by `ggforge diff`.
+//! Used by the compatibility tests (our file vs llama.cpp's) and by `ggforge diff`. Both sides
+//! are [`GgufModel`]s, so a split model is compared whole, tensor by tensor, whatever shard
+//! each tensor is in.
 
 use std::fmt;
 
-use crate::reader::GgufFile;
+use crate::metadata::Metadata;
+use crate::split::{GgufModel, KEY_SPLIT_COUNT, KEY_SPLIT_NO, KEY_SPLIT_TENSORS_COUNT};
 
 /// One difference between file A and file B.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,11 +93,41 @@ pub struct DiffOptions {
     pub tensor_order: bool,
 }
 
-/// Lists every difference between `a` and `b`.
-pub fn diff(a: &GgufFile, b: &GgufFile, opts: &DiffOptions) -> Vec<Difference> {
-    let mut out = Vec::new();
-    let ignored = |k: &str| opts.ignore_keys.iter().any(|i| i == k);
-    let (ma, mb) = (a.metadata(), b.metadata());
+/// The keys that say how a model is cut into files (`split.no`, `split.count`,
+/// `split.tensors.count`): they differ between a split model and the same model in one file.
+pub const SPLIT_KEYS: [&str; 3] = [KEY_SPLIT_NO, KEY_SPLIT_COUNT, KEY_SPLIT_TENSORS_COUNT];
+
+/// [`diff_models`]' result: the models' differences, and the file layout's apart.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelDiff {
+    /// Every difference but the split keys'.
+    pub model: Vec<Difference>,
+    /// Differences in the [`SPLIT_KEYS`] only.
+    pub layout: Vec<Difference>,
+}
+
+/// Compares two models whole (either may be split) and sets the split keys apart: a split
+/// model and the unsplit file of the same conversion have the same model, and their only
+/// differences, in `layout`, are about the files. `ggforge diff` uses this.
+pub fn diff_models(a: &dyn GgufModel, b: &dyn GgufModel, opts: &DiffOptions) -> ModelDiff {
+    let mut model_opts = opts.clone();
+    model_opts
+        .ignore_keys
+        .extend(SPLIT_KEYS.iter().map(|k| k.to_string()));
+    let model = diff(a, b, &model_opts);
+    let mut layout = Vec::new();
+    let not_layout = |k: &str| !SPLIT_KEYS.contains(&k) || opts.ignore_keys.iter().any(|i| i == k);
+    key_differences(a.metadata(), b.metadata(), &not_layout, &mut layout);
+    ModelDiff { model, layout }
+}
+
+/// Key presence and value differences, in A's key order then B's.
+fn key_differences(
+    ma: &Metadata,
+    mb: &Metadata,
+    ignored: &dyn Fn(&str) -> bool,
+    out: &mut Vec<Difference>,
+) {
     for (k, va) in ma.iter().filter(|(k, _)| !ignored(k)) {
         match mb.get(k) {
             None => out.push(Difference::KeyOnlyInA(k.to_string())),
@@ -113,6 +146,14 @@ pub fn diff(a: &GgufFile, b: &GgufFile, opts: &DiffOptions) -> Vec<Difference> {
             out.push(Difference::KeyOnlyInB(k.to_string()));
         }
     }
+}
+
+/// Lists every difference between `a` and `b` (split keys included; see [`diff_models`]).
+pub fn diff(a: &dyn GgufModel, b: &dyn GgufModel, opts: &DiffOptions) -> Vec<Difference> {
+    let mut out = Vec::new();
+    let ignored = |k: &str| opts.ignore_keys.iter().any(|i| i == k);
+    let (ma, mb) = (a.metadata(), b.metadata());
+    key_differences(ma, mb, &ignored, &mut out);
     if opts.key_order {
         let ka: Vec<&str> = ma.iter().map(|(k, _)| k).filter(|k| !ignored(k)).collect();
         let kb: Vec<&str> = mb.iter().map(|(k, _)| k).filter(|k| !ignored(k)).collect();
@@ -125,7 +166,7 @@ pub fn diff(a: &GgufFile, b: &GgufFile, opts: &DiffOptions) -> Vec<Difference> {
         }
     }
     for ta in a.tensors() {
-        let Some(tb) = b.header.tensor(&ta.name) else {
+        let Some(tb) = b.tensor_info(&ta.name) else {
             out.push(Difference::TensorOnlyInA(ta.name.clone()));
             continue;
         };
@@ -157,7 +198,7 @@ pub fn diff(a: &GgufFile, b: &GgufFile, opts: &DiffOptions) -> Vec<Difference> {
         }
     }
     for tb in b.tensors() {
-        if a.header.tensor(&tb.name).is_none() {
+        if a.tensor_info(&tb.name).is_none() {
             out.push(Difference::TensorOnlyInB(tb.name.clone()));
         }
     }

@@ -263,8 +263,23 @@ pub struct GgufFile {
 }
 
 impl GgufFile {
+    /// Opens and validates a file: the container and the tokenizer metadata ([`Header::parse`]).
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, ReadError> {
-        let path = path.as_ref().to_path_buf();
+        GgufFile::open_with(path.as_ref(), Header::parse)
+    }
+
+    /// Opens a file with the container checks only ([`Header::parse_container`]): for tools that
+    /// must show, and report on, a file whose tokenizer metadata is broken (`ggforge verify`'s
+    /// structure layer). Everything else should call [`GgufFile::open`].
+    pub fn open_container(path: impl AsRef<Path>) -> Result<GgufFile, ReadError> {
+        GgufFile::open_with(path.as_ref(), Header::parse_container)
+    }
+
+    fn open_with(
+        path: &Path,
+        parse: fn(&[u8]) -> Result<Header, ParseError>,
+    ) -> Result<GgufFile, ReadError> {
+        let path = path.to_path_buf();
         let io = |source| ReadError::Io {
             path: path.clone(),
             source,
@@ -273,7 +288,7 @@ impl GgufFile {
         // SAFETY: the map is read-only; a concurrent writer truncating the file could fault, which
         // is the accepted risk of every mmap-based model reader (llama.cpp included).
         let mmap = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let header = Header::parse(&mmap).map_err(|source| ReadError::Parse {
+        let header = parse(&mmap).map_err(|source| ReadError::Parse {
             path: path.clone(),
             source,
         })?;

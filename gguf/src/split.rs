@@ -462,74 +462,199 @@ impl Drop for SplitOutput {
 // Reading
 // ------------------------------------------------------------------------------------------
 
-/// Opening a (possibly split) model failed.
+/// What every reader of a model needs (`inspect`, `diff`, `quantize`, `verify`, the reference
+/// runtime): the metadata, every tensor in order, and each tensor's bytes, whether the model is
+/// one file ([`GgufFile`]) or all the shards of a split model ([`SplitModel`]).
+///
+/// Readers take `&dyn GgufModel` so that one code path serves both: a `&GgufFile` coerces to it,
+/// so callers that open a single file keep working, and the commands open models with
+/// [`SplitModel::open`], which accepts a plain file or any shard. The method names are
+/// `GgufFile`'s own, so a reader switches by changing a parameter type, not its body.
+pub trait GgufModel: Send + Sync {
+    /// The path the model was opened from (for a split model, the shard that was named).
+    fn path(&self) -> &Path;
+
+    /// The model's metadata: the file's, or the first shard's (split keys included).
+    fn metadata(&self) -> &Metadata;
+
+    /// Every tensor in model order (the shards' tensors one after the other). Each offset is
+    /// relative to the data section of the file the tensor is in.
+    fn tensors(&self) -> &[TensorInfo];
+
+    /// The bytes of `info`, one of [`GgufModel::tensors`] (bounds were checked when the files
+    /// were opened).
+    fn tensor_data(&self, info: &TensorInfo) -> &[u8];
+
+    /// A tensor by name.
+    fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors().iter().find(|t| t.name == name)
+    }
+
+    /// The files: one, or every shard in order.
+    fn files(&self) -> &[GgufFile];
+
+    /// Whether the model is split over several files.
+    fn is_split(&self) -> bool {
+        self.files().len() > 1
+    }
+
+    /// Size of all the model's files together.
+    fn file_len(&self) -> u64 {
+        self.files().iter().map(|f| f.file_len()).sum()
+    }
+}
+
+impl GgufModel for GgufFile {
+    fn path(&self) -> &Path {
+        GgufFile::path(self)
+    }
+    fn metadata(&self) -> &Metadata {
+        GgufFile::metadata(self)
+    }
+    fn tensors(&self) -> &[TensorInfo] {
+        GgufFile::tensors(self)
+    }
+    fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
+        GgufFile::tensor_data(self, info)
+    }
+    fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
+        self.header.tensor(name)
+    }
+    fn files(&self) -> &[GgufFile] {
+        std::slice::from_ref(self)
+    }
+    fn file_len(&self) -> u64 {
+        GgufFile::file_len(self)
+    }
+}
+
+/// Opening a (possibly split) model failed. Every variant names the file it is about; all but
+/// `Read` with an I/O error mean the input is unusable as a model.
 #[derive(Debug, thiserror::Error)]
 pub enum SplitError {
+    /// A file (the one named, or a shard) cannot be read or fails the hardened reader.
     #[error(transparent)]
     Read(#[from] ReadError),
     #[error("{}: shard {no} of {count} ({}) is missing: {source}", first.display(), missing.display())]
     MissingShard {
+        /// The first shard's path (the model's name, as users know it).
         first: PathBuf,
         missing: PathBuf,
+        /// 1-based.
         no: usize,
         count: usize,
         source: io::Error,
     },
-    #[error("{}: {message}", path.display())]
-    Inconsistent { path: PathBuf, message: String },
+    #[error("{}: '{key}' has type {found}, expected an integer", path.display())]
+    BadSplitKey {
+        path: PathBuf,
+        key: &'static str,
+        found: &'static str,
+    },
+    /// `split.count` says the file is a shard, but its name does not say which one, so the
+    /// other shards cannot be found.
+    #[error("{}: '{KEY_SPLIT_COUNT}' is {count}, but the file name does not end in -NNNNN-of-{count:05}.gguf, so the other shards cannot be found", path.display())]
+    UnnamedShard { path: PathBuf, count: u64 },
+    #[error("{}: the name says {name_count} shards, '{KEY_SPLIT_COUNT}' says {count}", path.display())]
+    NameCountMismatch {
+        path: PathBuf,
+        name_count: usize,
+        count: usize,
+    },
+    /// A shard's split keys do not fit its place: a shard of another model, or one renamed.
+    #[error("{}: '{key}' is {}, expected {expected} for shard {no} of {count} (a renamed shard, or one of another model?)", path.display(), found.map_or("absent".to_string(), |v| v.to_string()))]
+    WrongShard {
+        path: PathBuf,
+        key: &'static str,
+        found: Option<u64>,
+        expected: u64,
+        /// 1-based.
+        no: usize,
+        count: usize,
+    },
+    #[error("{}: tensor '{tensor}' is also in an earlier shard", path.display())]
+    DuplicateTensor { path: PathBuf, tensor: String },
+    #[error("{}: '{KEY_SPLIT_TENSORS_COUNT}' is {declared}, but the shards hold {found} tensors", path.display())]
+    TensorCountMismatch {
+        path: PathBuf,
+        declared: u64,
+        found: usize,
+    },
+}
+
+impl SplitError {
+    /// The read error, when a file could not be read or parsed (as opposed to a set of shards
+    /// that do not fit together).
+    pub fn read_error(&self) -> Option<&ReadError> {
+        match self {
+            SplitError::Read(e) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// A model as one file or as all the shards of a split model, seen as one: the first shard's
-/// metadata and every shard's tensors, in order.
+/// metadata and every shard's tensors, in order. See [`GgufModel`] for what readers use.
 pub struct SplitModel {
+    /// The path that was opened.
+    path: PathBuf,
     files: Vec<GgufFile>,
-    /// (file index, tensor index in that file), in model order.
-    order: Vec<(usize, usize)>,
+    /// Every tensor in model order (copies of the files' infos).
+    infos: Vec<TensorInfo>,
+    /// For each of `infos`, the index of the file it is in.
+    file_of: Vec<usize>,
     by_name: HashMap<String, usize>,
 }
 
-fn split_u64(file: &GgufFile, key: &str) -> Result<Option<u64>, SplitError> {
+fn split_u64(file: &GgufFile, key: &'static str) -> Result<Option<u64>, SplitError> {
     match file.metadata().get(key) {
         None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| SplitError::Inconsistent {
-                path: file.path().to_path_buf(),
-                message: format!(
-                    "'{key}' has type {}, expected an integer",
-                    v.value_type().name()
-                ),
-            }),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| SplitError::BadSplitKey {
+            path: file.path().to_path_buf(),
+            key,
+            found: v.value_type().name(),
+        }),
     }
 }
 
 impl SplitModel {
     /// Opens `path`. A plain file (no `split.count`, or a count of 0 or 1 as in merged files)
     /// is a model of one file. A shard (any of them; named `…-NNNNN-of-NNNNN.gguf`) opens all
-    /// shards, which must agree on their numbering and tensor count.
+    /// shards, which must agree on their numbering and tensor count. Every file passes the
+    /// hardened reader ([`GgufFile::open`]).
     pub fn open(path: impl AsRef<Path>) -> Result<SplitModel, SplitError> {
-        let path = path.as_ref();
-        let given = GgufFile::open(path)?;
+        SplitModel::open_with(path.as_ref(), |p| GgufFile::open(p))
+    }
+
+    /// [`SplitModel::open`] with the container checks only ([`GgufFile::open_container`]), for
+    /// `verify`'s structure layer, which reports broken tokenizer metadata as a check of its own.
+    pub fn open_container(path: impl AsRef<Path>) -> Result<SplitModel, SplitError> {
+        SplitModel::open_with(path.as_ref(), |p| GgufFile::open_container(p))
+    }
+
+    fn open_with(
+        path: &Path,
+        open: fn(&Path) -> Result<GgufFile, ReadError>,
+    ) -> Result<SplitModel, SplitError> {
+        let given = open(path)?;
         let count = split_u64(&given, KEY_SPLIT_COUNT)?.unwrap_or(0);
         if count <= 1 {
-            return SplitModel::from_files(vec![given]);
+            return SplitModel::from_files(path, vec![given]);
         }
-        let inconsistent = |message: String| SplitError::Inconsistent {
-            path: path.to_path_buf(),
-            message,
-        };
-        let count = count as usize;
-        let (prefix, no, name_count) = parse_shard_path(path).ok_or_else(|| {
-            inconsistent(format!(
-                "'{KEY_SPLIT_COUNT}' is {count}, but the file name does not end in -NNNNN-of-{count:05}.gguf, so the other shards cannot be found"
-            ))
-        })?;
-        if name_count != count {
-            return Err(inconsistent(format!(
-                "the name says {name_count} shards, '{KEY_SPLIT_COUNT}' says {count}"
-            )));
+        // Checked against the name (at most 99999) before anything is sized by it.
+        let (prefix, no, name_count) =
+            parse_shard_path(path).ok_or_else(|| SplitError::UnnamedShard {
+                path: path.to_path_buf(),
+                count,
+            })?;
+        if name_count as u64 != count {
+            return Err(SplitError::NameCountMismatch {
+                path: path.to_path_buf(),
+                name_count,
+                count: count as usize,
+            });
         }
+        let count = name_count;
         let base = prefix.with_file_name(format!(
             "{}.gguf",
             prefix
@@ -538,16 +663,13 @@ impl SplitModel {
                 .unwrap_or_default()
         ));
         let first_path = shard_path(&base, 1, count);
-        let mut files = Vec::with_capacity(count);
+        let mut files: Vec<GgufFile> = Vec::with_capacity(count);
         let mut given = Some(given);
         for i in 1..=count {
             let p = shard_path(&base, i, count);
-            let f = if i == no {
-                given
-                    .take()
-                    .ok_or_else(|| inconsistent("shard listed twice".into()))?
-            } else {
-                match GgufFile::open(&p) {
+            let f = match given.take_if(|_| i == no) {
+                Some(f) => f,
+                None => match open(&p) {
                     Ok(f) => f,
                     Err(ReadError::Io { source, .. })
                         if source.kind() == io::ErrorKind::NotFound =>
@@ -561,59 +683,70 @@ impl SplitModel {
                         })
                     }
                     Err(e) => return Err(e.into()),
+                },
+            };
+            // Every shard carries the three split keys; they must describe this place in this
+            // model (the tensor total is the first shard's).
+            let expected_total = match files.first() {
+                Some(first) => split_u64(first, KEY_SPLIT_TENSORS_COUNT)?,
+                None => None,
+            };
+            let checks = [
+                (KEY_SPLIT_NO, Some(i as u64 - 1)),
+                (KEY_SPLIT_COUNT, Some(count as u64)),
+                (KEY_SPLIT_TENSORS_COUNT, expected_total),
+            ];
+            for (key, expected) in checks {
+                let Some(expected) = expected else { continue };
+                let found = split_u64(&f, key)?;
+                if found != Some(expected) {
+                    return Err(SplitError::WrongShard {
+                        path: f.path().to_path_buf(),
+                        key,
+                        found,
+                        expected,
+                        no: i,
+                        count,
+                    });
                 }
-            };
-            let bad = |message: String| SplitError::Inconsistent {
-                path: p.clone(),
-                message,
-            };
-            let f_no = split_u64(&f, KEY_SPLIT_NO)?;
-            if f_no != Some(i as u64 - 1) {
-                return Err(bad(format!(
-                    "'{KEY_SPLIT_NO}' is {f_no:?}, expected {} for shard {i} of {count}",
-                    i - 1
-                )));
-            }
-            let f_count = split_u64(&f, KEY_SPLIT_COUNT)?;
-            if f_count != Some(count as u64) {
-                return Err(bad(format!(
-                    "'{KEY_SPLIT_COUNT}' is {f_count:?}, expected {count}"
-                )));
             }
             files.push(f);
         }
-        let model = SplitModel::from_files(files)?;
-        if let Some(total) = split_u64(&model.files[0], KEY_SPLIT_TENSORS_COUNT)? {
-            if total != model.order.len() as u64 {
-                return Err(SplitError::Inconsistent {
+        let model = SplitModel::from_files(path, files)?;
+        if let Some(declared) = split_u64(model.first(), KEY_SPLIT_TENSORS_COUNT)? {
+            if declared != model.infos.len() as u64 {
+                return Err(SplitError::TensorCountMismatch {
                     path: first_path,
-                    message: format!(
-                        "'{KEY_SPLIT_TENSORS_COUNT}' is {total}, but the shards hold {} tensors",
-                        model.order.len()
-                    ),
+                    declared,
+                    found: model.infos.len(),
                 });
             }
         }
         Ok(model)
     }
 
-    fn from_files(files: Vec<GgufFile>) -> Result<SplitModel, SplitError> {
-        let mut order = Vec::new();
-        let mut by_name = HashMap::new();
+    fn from_files(path: &Path, files: Vec<GgufFile>) -> Result<SplitModel, SplitError> {
+        let n: usize = files.iter().map(|f| f.tensors().len()).sum();
+        let mut infos = Vec::with_capacity(n);
+        let mut file_of = Vec::with_capacity(n);
+        let mut by_name = HashMap::with_capacity(n);
         for (fi, f) in files.iter().enumerate() {
-            for (ti, t) in f.tensors().iter().enumerate() {
-                if by_name.insert(t.name.clone(), order.len()).is_some() {
-                    return Err(SplitError::Inconsistent {
+            for t in f.tensors() {
+                if by_name.insert(t.name.clone(), infos.len()).is_some() {
+                    return Err(SplitError::DuplicateTensor {
                         path: f.path().to_path_buf(),
-                        message: format!("tensor '{}' is also in an earlier shard", t.name),
+                        tensor: t.name.clone(),
                     });
                 }
-                order.push((fi, ti));
+                infos.push(t.clone());
+                file_of.push(fi);
             }
         }
         Ok(SplitModel {
+            path: path.to_path_buf(),
             files,
-            order,
+            infos,
+            file_of,
             by_name,
         })
     }
@@ -633,6 +766,11 @@ impl SplitModel {
         &self.files[0]
     }
 
+    /// The path that was opened.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The model's metadata (the first shard's, split keys included).
     pub fn metadata(&self) -> &Metadata {
         self.files[0].metadata()
@@ -640,33 +778,62 @@ impl SplitModel {
 
     /// Number of tensors in all shards.
     pub fn n_tensors(&self) -> usize {
-        self.order.len()
+        self.infos.len()
     }
 
-    /// Every tensor in model order, with the index of the file it is in. Offsets are relative
-    /// to that file's data section.
-    pub fn tensors(&self) -> impl Iterator<Item = (usize, &TensorInfo)> + '_ {
-        self.order
-            .iter()
-            .map(|&(f, t)| (f, &self.files[f].tensors()[t]))
+    /// Every tensor in model order. Offsets are relative to the data section of the file the
+    /// tensor is in ([`SplitModel::file_index`]).
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.infos
+    }
+
+    /// The index (in [`SplitModel::files`]) of the file holding tensor `i` of
+    /// [`SplitModel::tensors`].
+    pub fn file_index(&self, i: usize) -> Option<usize> {
+        self.file_of.get(i).copied()
     }
 
     /// A tensor by name, with its bytes.
     pub fn tensor(&self, name: &str) -> Option<(&TensorInfo, &[u8])> {
-        let &(f, t) = self.order.get(*self.by_name.get(name)?)?;
-        let file = &self.files[f];
-        let info = &file.tensors()[t];
+        let i = *self.by_name.get(name)?;
+        let info = self.infos.get(i)?;
+        let file = self.files.get(*self.file_of.get(i)?)?;
         Some((info, file.tensor_data(info)))
     }
 
-    /// The bytes of tensor `info` of file `file` (as yielded by [`SplitModel::tensors`]).
-    pub fn tensor_data(&self, file: usize, info: &TensorInfo) -> &[u8] {
-        self.files[file].tensor_data(info)
+    /// The bytes of tensor `info`, found by name: the file that holds it is not part of the
+    /// info. An info not from this model (no tensor of that name) has no bytes.
+    pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
+        self.tensor(&info.name).map_or(&[], |(_, data)| data)
     }
 
     /// Total size of all files.
     pub fn total_len(&self) -> u64 {
         self.files.iter().map(|f| f.file_len()).sum()
+    }
+}
+
+impl GgufModel for SplitModel {
+    fn path(&self) -> &Path {
+        SplitModel::path(self)
+    }
+    fn metadata(&self) -> &Metadata {
+        SplitModel::metadata(self)
+    }
+    fn tensors(&self) -> &[TensorInfo] {
+        SplitModel::tensors(self)
+    }
+    fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
+        SplitModel::tensor_data(self, info)
+    }
+    fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
+        self.infos.get(*self.by_name.get(name)?)
+    }
+    fn files(&self) -> &[GgufFile] {
+        SplitModel::files(self)
+    }
+    fn file_len(&self) -> u64 {
+        self.total_len()
     }
 }
 
@@ -720,11 +887,20 @@ mod tests {
 
     fn write(dir: &Path, rule: &SplitRule) -> Vec<ShardInfo> {
         let (md, tensors) = model();
+        write_model(&dir.join("m-F32.gguf"), &md, &tensors, rule)
+    }
+
+    fn write_model(
+        path: &Path,
+        md: &Metadata,
+        tensors: &[(TensorDesc, Vec<u8>)],
+        rule: &SplitRule,
+    ) -> Vec<ShardInfo> {
         let descs: Vec<TensorDesc> = tensors.iter().map(|(d, _)| d.clone()).collect();
-        let out = SplitOutput::create(&dir.join("m-F32.gguf"), &md, &descs, rule).unwrap();
+        let out = SplitOutput::create(path, md, &descs, rule).unwrap();
         let shards = out.shards();
-        let mut w = GgufWriter::new(out, &md, &descs).unwrap();
-        for (_, b) in &tensors {
+        let mut w = GgufWriter::new(out, md, &descs).unwrap();
+        for (_, b) in tensors {
             // In odd pieces, as the streaming converter does.
             for piece in b.chunks(7) {
                 w.write_bytes(piece).unwrap();
@@ -835,7 +1011,7 @@ mod tests {
             let m = SplitModel::open(s.0.join(&name)).unwrap();
             assert!(m.is_split());
             assert_eq!(m.n_tensors(), 5);
-            let names: Vec<&str> = m.tensors().map(|(_, t)| t.name.as_str()).collect();
+            let names: Vec<&str> = m.tensors().iter().map(|t| t.name.as_str()).collect();
             assert_eq!(names, ["t0", "t1", "t2", "t3", "t4"]);
             for (d, bytes) in &tensors {
                 assert_eq!(m.tensor(&d.name).unwrap().1, &bytes[..], "{}", d.name);
@@ -885,12 +1061,108 @@ mod tests {
         // A shard in the wrong place.
         fs::copy(&second, &third).unwrap();
         let e = SplitModel::open(&first).err().unwrap().to_string();
-        assert!(e.contains("'split.no' is Some(1), expected 2"), "{e}");
+        assert!(
+            e.contains("'split.no' is 1, expected 2 for shard 3 of 3")
+                && e.contains("00003-of-00003"),
+            "{e}"
+        );
         // A renamed first shard cannot find its siblings.
         let renamed = s.0.join("renamed.gguf");
         fs::copy(&first, &renamed).unwrap();
         let e = SplitModel::open(&renamed).err().unwrap().to_string();
         assert!(e.contains("file name does not end in"), "{e}");
+    }
+
+    #[test]
+    fn a_shard_of_another_model_is_named() {
+        let s = Scratch::new("foreign");
+        let rule = SplitRule {
+            max_tensors: 2,
+            ..SplitRule::default()
+        };
+        write(&s.0, &rule);
+        // Another model cut into as many shards, with one tensor more.
+        let other = s.0.join("other");
+        fs::create_dir_all(&other).unwrap();
+        let (md, mut tensors) = model();
+        tensors.push((TensorDesc::new("t5", vec![2], GgmlType::F32), vec![0; 8]));
+        write_model(&other.join("m-F32.gguf"), &md, &tensors, &rule);
+        let second = s.0.join("m-F32-00002-of-00003.gguf");
+        fs::copy(other.join("m-F32-00002-of-00003.gguf"), &second).unwrap();
+        let e = SplitModel::open(s.0.join("m-F32-00001-of-00003.gguf"))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&e, SplitError::WrongShard { path, key: KEY_SPLIT_TENSORS_COUNT, found: Some(6), expected: 5, no: 2, count: 3 } if *path == second),
+            "{e}"
+        );
+        assert!(e.to_string().contains("m-F32-00002-of-00003.gguf"), "{e}");
+        // A shard whose name and split.count disagree.
+        let renamed = s.0.join("m-F32-00001-of-00004.gguf");
+        fs::copy(s.0.join("m-F32-00001-of-00003.gguf"), &renamed).unwrap();
+        let e = SplitModel::open(&renamed).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                SplitError::NameCountMismatch {
+                    name_count: 4,
+                    count: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn readers_see_one_model_through_the_trait() {
+        let s = Scratch::new("trait");
+        let rule = SplitRule {
+            max_tensors: 2,
+            ..SplitRule::default()
+        };
+        write(&s.0, &rule);
+        let (md, tensors) = model();
+        let plain_path = s.0.join("plain.gguf");
+        crate::write_file(&plain_path, &md, &tensors).unwrap();
+        let plain = GgufFile::open(&plain_path).unwrap();
+        let split = SplitModel::open(s.0.join("m-F32-00003-of-00003.gguf")).unwrap();
+        let lenient = SplitModel::open_container(s.0.join("m-F32-00002-of-00003.gguf")).unwrap();
+        for m in [&split as &dyn GgufModel, &lenient] {
+            assert!(m.is_split());
+            assert_eq!(m.files().len(), 3);
+            assert_eq!(m.tensors().len(), 5);
+            for t in GgufModel::tensors(&plain) {
+                let info = m.tensor_info(&t.name).unwrap();
+                assert_eq!((&info.dims, info.ggml_type), (&t.dims, t.ggml_type));
+                assert_eq!(m.tensor_data(info), GgufModel::tensor_data(&plain, t));
+            }
+            let total: u64 = (1..=3)
+                .map(|i| {
+                    fs::metadata(s.0.join(format!("m-F32-0000{i}-of-00003.gguf")))
+                        .unwrap()
+                        .len()
+                })
+                .sum();
+            assert_eq!(m.file_len(), total);
+        }
+        assert_eq!(split.file_index(4), Some(2));
+        assert_eq!(split.file_index(5), None);
+        // A plain file is a model of one file.
+        assert!(!GgufModel::is_split(&plain));
+        assert_eq!(GgufModel::files(&plain).len(), 1);
+
+        // Diffed whole, the split model and the plain file differ only in the split keys.
+        let d = crate::diff::diff_models(&split, &plain, &Default::default());
+        assert_eq!(d.model, vec![]);
+        assert_eq!(
+            d.layout,
+            crate::diff::SPLIT_KEYS
+                .map(|k| crate::diff::Difference::KeyOnlyInA(k.to_string()))
+                .to_vec()
+        );
+        let all = crate::diff::diff(&split, &plain, &Default::default());
+        assert_eq!(all, d.layout);
     }
 
     #[test]

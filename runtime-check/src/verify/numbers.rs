@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use gguf::GgufFile;
+use gguf::{GgufFile, GgufModel};
 use serde::Serialize;
 
 use super::thresholds::{defaults, top1_required_matches, FileTypeInfo, Thresholds, TypeClass};
@@ -152,7 +152,7 @@ fn runtime_status(e: &RuntimeError) -> Status {
 
 /// Runs the numbers layer. `fixture` is the opened `--fixture`, if any.
 pub fn run(
-    file: &GgufFile,
+    file: &dyn GgufModel,
     ft: Option<&FileTypeInfo>,
     opts: &Options,
     fixture: Option<&Result<LogitsFixture, RuntimeError>>,
@@ -334,7 +334,7 @@ impl Drop for TempDir {
 }
 
 fn against_hf(
-    file: &GgufFile,
+    file: &dyn GgufModel,
     model: &Model<'_>,
     dir: &Path,
     opts: &Options,

@@ -8,11 +8,11 @@
 //! whole block of weights into Inf and every logit after it into NaN.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::path::Path;
 
-use gguf::{Array, GgmlType, GgufFile, Header, Metadata, TensorInfo, Value};
-use memmap2::Mmap;
+use gguf::{
+    Array, GgmlType, GgufModel, Metadata, ReadError, SplitError, SplitModel, TensorInfo, Value,
+};
 use rayon::prelude::*;
 
 use super::thresholds::FileTypeInfo;
@@ -22,13 +22,43 @@ use crate::tokcheck::CHAT_TOKEN_TEXTS;
 /// The structure layer's result, plus what the other layers need.
 pub struct StructureOutcome {
     pub layer: Layer,
-    /// The file opened with the hardened reader (`None` when it does not parse).
-    pub file: Option<GgufFile>,
+    /// The model opened with the hardened reader (`None` when it does not parse): one file, or
+    /// every shard of a split model.
+    pub file: Option<SplitModel>,
     pub architecture: Option<String>,
     pub file_type: Option<FileTypeInfo>,
 }
 
-/// Runs every structure check. `scan` reads every tensor for NaN/Inf.
+/// The "parse" check for a model that could not be opened. A file that cannot be read, or a
+/// missing shard, leaves the verdict open (Error); bytes the hardened reader rejects, or shards
+/// that do not form one model, are a wrong file (Fail).
+fn open_failure(path: &Path, e: &SplitError) -> Check {
+    let (status, detail) = match e {
+        SplitError::Read(ReadError::Io { .. }) | SplitError::MissingShard { .. } => {
+            (Status::Error, e.to_string())
+        }
+        SplitError::Read(ReadError::Parse { path: p, source }) if p == path => (
+            Status::Fail,
+            format!("the hardened reader rejects the file: {source}"),
+        ),
+        SplitError::Read(ReadError::Parse { path: p, source }) => (
+            Status::Fail,
+            format!(
+                "the hardened reader rejects shard {}: {source}",
+                p.display()
+            ),
+        ),
+        _ => (
+            Status::Fail,
+            format!("the shards do not form one model: {e}"),
+        ),
+    };
+    Check::new("parse", status, detail)
+}
+
+/// Runs every structure check. `scan` reads every tensor for NaN/Inf. A shard of a split model
+/// is checked as the whole model (the first shard's metadata, every shard's tensors), so the
+/// results equal those of the unsplit file.
 pub fn run(path: &Path, scan: bool) -> StructureOutcome {
     let mut layer = Layer::new("structure");
     let mut out = StructureOutcome {
@@ -37,55 +67,43 @@ pub fn run(path: &Path, scan: bool) -> StructureOutcome {
         architecture: None,
         file_type: None,
     };
-    let map = match File::open(path).and_then(|f| {
-        // SAFETY: read-only map of a file we do not modify; see gguf::reader for the usual
-        // caveat about concurrent truncation.
-        unsafe { Mmap::map(&f) }
-    }) {
+    // The container checks only: broken tokenizer metadata is reported below as a check of its
+    // own rather than as a file that does not parse.
+    let model = match SplitModel::open_container(path) {
         Ok(m) => m,
         Err(e) => {
-            layer.push(Check::new(
-                "parse",
-                Status::Error,
-                format!("cannot read {}: {e}", path.display()),
-            ));
+            layer.push(open_failure(path, &e));
             out.layer = layer;
             return out;
         }
     };
-    let header = match Header::parse_container(&map) {
-        Ok(h) => h,
-        Err(e) => {
-            layer.push(Check::new(
-                "parse",
-                Status::Fail,
-                format!("the hardened reader rejects the file: {e}"),
-            ));
-            out.layer = layer;
-            return out;
-        }
+    let split = if model.is_split() {
+        format!(", split into {} files", model.files().len())
+    } else {
+        String::new()
     };
+    let tensors = model.tensors();
     layer.push(Check::new(
         "parse",
         Status::Pass,
         format!(
-            "GGUF v{}, {} tensors, {} metadata keys, {} bytes",
-            header.version,
-            header.tensors.len(),
-            header.metadata.len(),
-            map.len()
+            "GGUF v{}, {} tensors, {} metadata keys, {} bytes{split}",
+            model.first().header.version,
+            tensors.len(),
+            model.metadata().len(),
+            model.total_len()
         ),
     ));
-    let md = &header.metadata;
+    let md = model.metadata();
     out.architecture = md.get_str("general.architecture").map(str::to_string);
-    out.file_type = Some(FileTypeInfo::of(md, &header.tensors));
+    out.file_type = Some(FileTypeInfo::of(md, tensors));
 
     layer.push(tokenizer_metadata(md));
     let arch = architecture(md);
     let arch_name = out.architecture.clone();
     layer.push(arch);
     if let Some(a) = &arch_name {
-        let facts = Facts::new(md, a, &header.tensors);
+        let facts = Facts::new(md, a, tensors);
         layer.push(facts.vocab_size());
         layer.push(facts.embedding_length());
         layer.push(facts.layer_count());
@@ -95,8 +113,7 @@ pub fn run(path: &Path, scan: bool) -> StructureOutcome {
     layer.push(pre_tokenizer(md));
     layer.push(chat_template(md));
     if scan {
-        let data = map.get(header.data_offset as usize..).unwrap_or(&[]);
-        layer.push(finite_values(&header.tensors, data));
+        layer.push(finite_values(&model));
     } else {
         layer.push(Check::new(
             "finite values",
@@ -104,11 +121,11 @@ pub fn run(path: &Path, scan: bool) -> StructureOutcome {
             "not scanned (--no-scan)",
         ));
     }
-    drop(map);
+    drop(model);
 
-    // The other layers use the reader's own mapping; it also runs the tokenizer-metadata checks,
-    // so a file that failed them is not evaluated further.
-    match GgufFile::open(path) {
+    // The other layers use the full reader, which also runs the tokenizer-metadata checks, so a
+    // file that failed them is not evaluated further.
+    match SplitModel::open(path) {
         Ok(f) => out.file = Some(f),
         Err(e) => {
             if layer.status != Status::Fail {
@@ -764,19 +781,15 @@ fn scan_tensor(t: &TensorInfo, data: &[u8]) -> Result<Option<String>, String> {
     }
 }
 
-fn finite_values(tensors: &[TensorInfo], data: &[u8]) -> Check {
+/// Scans every tensor of `model`, in whichever file it is (the reader checked every tensor's
+/// byte range against its file).
+fn finite_values(model: &dyn GgufModel) -> Check {
     const NAME: &str = "finite values";
+    let tensors = model.tensors();
     let found: Vec<(usize, Result<Option<String>, String>)> = tensors
         .par_iter()
         .enumerate()
-        .map(|(i, t)| {
-            let start = t.offset as usize;
-            let end = start.saturating_add(t.n_bytes() as usize);
-            match data.get(start..end) {
-                Some(bytes) => (i, scan_tensor(t, bytes)),
-                None => (i, Err("tensor data outside the file".to_string())),
-            }
-        })
+        .map(|(i, t)| (i, scan_tensor(t, model.tensor_data(t))))
         .collect();
     let mut bad = Vec::new();
     for (i, r) in found {

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use gguf::GgufFile;
+use gguf::GgufModel;
 use serde::Serialize;
 
 use super::{Check, Layer, Options, Status};
@@ -89,7 +89,7 @@ fn tokenizer_error_status(e: &TokCheckError) -> Status {
 
 /// Runs the tokenizer layer. `fixture` is the opened `--fixture`, if any.
 pub fn run(
-    file: &GgufFile,
+    file: &dyn GgufModel,
     opts: &Options,
     fixture: Option<&Result<LogitsFixture, RuntimeError>>,
 ) -> Layer {
