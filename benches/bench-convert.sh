@@ -4,6 +4,13 @@
 #
 # For every --outtype (default: f16 q8_0) and every repetition, each tool runs once, in a
 # rotating order; the table shows the median wall time, the median peak RSS and the ratios.
+#
+# An upper-case entry in -t is a llama-quantize preset (e.g. -t Q4_K_M): ggforge then converts
+# and quantizes in one pass (`convert --quant Q4_K_M`, intermediate type auto = bf16 here),
+# llama.cpp takes its two steps (`convert_hf_to_gguf.py --outtype bf16` into a temporary file,
+# then `llama-quantize TMP OUT Q4_K_M THREADS`, the temporary file deleted inside the timing),
+# and cp copies the checkpoint as usual. The two outputs are byte-identical. llama-quantize is
+# LLAMA_QUANTIZE, else LLAMA_CPP_DIR/build/bin/llama-quantize; THREADS is --threads or nproc.
 # Every timed command ends with `sync`, so all three pay for getting their bytes to disk
 # (ggforge fsyncs its output anyway before renaming it into place).
 #
@@ -108,10 +115,30 @@ TOOLS="$TOOLS cp"
 THREAD_ARG=""
 [ -n "$THREADS" ] && THREAD_ARG="--threads $THREADS"
 
+LLAMA_QUANTIZE=${LLAMA_QUANTIZE:-${LLAMA_CPP_DIR:+$LLAMA_CPP_DIR/build/bin/llama-quantize}}
+is_preset() { case "$1" in [A-Z]*) return 0 ;; *) return 1 ;; esac; }
+if [ "$LLAMACPP" = 1 ]; then
+    for ot in $OUTTYPES; do
+        if is_preset "$ot" && [ ! -x "${LLAMA_QUANTIZE:-}" ]; then
+            echo "error: -t $ot needs llama-quantize (LLAMA_QUANTIZE or LLAMA_CPP_DIR/build/bin)" >&2
+            exit 1
+        fi
+    done
+fi
+
 command_for() { # tool outtype output
+    local llama_convert="\"$PYTHON\" \"$ROOT/fixtures/tiny/gen.py\" convert --llama-cpp \"$LLAMA_CPP_DIR\" -- \"$MODEL\""
+    if is_preset "$2"; then
+        case "$1" in
+            ggforge) echo "\"$GGFORGE\" convert \"$MODEL\" --quant $2 --outfile \"$3\" $THREAD_ARG" ;;
+            llama.cpp) echo "$llama_convert --outtype bf16 --outfile \"$3.bf16\" && \"$LLAMA_QUANTIZE\" \"$3.bf16\" \"$3\" $2 ${THREADS:-$(nproc)} && rm -f \"$3.bf16\"" ;;
+            cp) echo "mkdir -p \"$3\" && cp --reflink=never \"$MODEL\"/*.safetensors \"$3\"/" ;;
+        esac
+        return
+    fi
     case "$1" in
         ggforge) echo "\"$GGFORGE\" convert \"$MODEL\" --outtype $2 --outfile \"$3\" $THREAD_ARG" ;;
-        llama.cpp) echo "\"$PYTHON\" \"$ROOT/fixtures/tiny/gen.py\" convert --llama-cpp \"$LLAMA_CPP_DIR\" -- \"$MODEL\" --outtype $2 --outfile \"$3\"" ;;
+        llama.cpp) echo "$llama_convert --outtype $2 --outfile \"$3\"" ;;
         cp) echo "mkdir -p \"$3\" && cp --reflink=never \"$MODEL\"/*.safetensors \"$3\"/" ;;
     esac
 }

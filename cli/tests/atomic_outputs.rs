@@ -184,8 +184,51 @@ fn a_file_size_limit_mid_write_leaves_the_destination_untouched() {
     assert!(err.contains("out.gguf"), "{err}");
     assert_eq!(err.matches("error:").count(), 1, "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        err.lines().last().unwrap_or(""),
+        format!(
+            "error: writing {}: File too large (os error 27)",
+            dest.display()
+        ),
+        "naming the file once"
+    );
     assert_eq!(fs::read_to_string(&dest).unwrap(), "old");
     assert_eq!(listing(&s.0), vec!["out.gguf"], "no temporary file is left");
+
+    // The same for `ggforge quantize` of a complete F16 file.
+    let input = s.0.join("in.gguf");
+    let o = Command::new(bin())
+        .arg("convert")
+        .arg(root().join(TINY))
+        .args(["--outtype", "f16", "--outfile"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = Command::new("sh")
+        .args(["-c", "trap '' XFSZ; ulimit -f 300 && exec \"$@\"", "sh"])
+        .arg(bin())
+        .arg("quantize")
+        .arg(&input)
+        .arg(&dest)
+        .arg("Q8_0")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(
+        err.lines().last().unwrap_or(""),
+        format!(
+            "error: cannot write {}: File too large (os error 27)",
+            dest.display()
+        ),
+    );
+    assert_eq!(fs::read_to_string(&dest).unwrap(), "old");
+    assert_eq!(
+        listing(&s.0),
+        vec!["in.gguf", "out.gguf"],
+        "no temporary file is left"
+    );
 }
 
 /// The shape of a synthetic Llama checkpoint.
@@ -376,7 +419,7 @@ fn sigterm_mid_split_conversion_exits_130_and_leaves_no_shard() {
 /// GGFORGE_MEMORY_DIR picks the scratch folder (default: the temp dir).
 #[test]
 #[ignore]
-fn seven_b_conversion_memory_stays_bounded() {
+fn seven_b_conversion_and_quantization_memory_stays_bounded() {
     let base = std::env::var_os("GGFORGE_MEMORY_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -386,22 +429,17 @@ fn seven_b_conversion_memory_stays_bounded() {
     synthetic_llama(&model, &LLAMA_7B);
     let largest = (LLAMA_7B.vocab * LLAMA_7B.hidden * 2) as u64; // token_embd / output in f16
     let bound = largest * 3 + (256 << 20);
-    for extra in [&[][..], &["--split-max-size", "2G"][..]] {
-        let out_dir = dir.join("out");
-        fs::create_dir_all(&out_dir).unwrap();
+    let out_dir = dir.join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    // Runs `ggforge ARGS` under /usr/bin/time and asserts the peak RSS bound.
+    let measure = |args: &[&std::ffi::OsStr]| {
         let o = Command::new("/usr/bin/time")
             .arg("-v")
             .arg(bin())
-            .arg("convert")
-            .arg(&model)
-            .args(["--outtype", "f16", "--outfile"])
-            .arg(out_dir.join("out.gguf"))
-            .args(extra)
+            .args(args)
             .output()
             .unwrap();
         let err = stderr(&o);
-        let files = listing(&out_dir);
-        let _ = fs::remove_dir_all(&out_dir);
         assert!(o.status.success(), "{err}");
         let kb: u64 = err
             .lines()
@@ -412,13 +450,56 @@ fn seven_b_conversion_memory_stays_bounded() {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no RSS in: {err}"));
         eprintln!(
-            "{extra:?}: {} files; peak RSS {} MB; bound {} MB (largest tensor {} MB)\n{err}",
-            files.len(),
+            "{args:?}: {} files; peak RSS {} MB; bound {} MB (largest tensor {} MB)\n{err}",
+            listing(&out_dir).len(),
             kb / 1024,
             bound >> 20,
             largest >> 20
         );
         assert!(kb * 1024 <= bound, "peak RSS {kb} kB over {bound} bytes");
-    }
+    };
+    let f16 = out_dir.join("out-F16.gguf");
+    let split = out_dir.join("split").join("out.gguf");
+    let q4 = out_dir.join("out-Q4_K_M.gguf");
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    // Convert: one file, then gguf-split shards.
+    measure(&[
+        os("convert"),
+        model.as_os_str(),
+        os("--outtype"),
+        os("f16"),
+        os("--outfile"),
+        f16.as_os_str(),
+    ]);
+    fs::create_dir_all(split.parent().unwrap()).unwrap();
+    measure(&[
+        os("convert"),
+        model.as_os_str(),
+        os("--outtype"),
+        os("f16"),
+        os("--outfile"),
+        split.as_os_str(),
+        os("--split-max-size"),
+        os("2G"),
+    ]);
+    fs::remove_dir_all(split.parent().unwrap()).unwrap();
+    // Quantize the F16 file, as llama-quantize would.
+    measure(&[
+        os("quantize"),
+        f16.as_os_str(),
+        q4.as_os_str(),
+        os("Q4_K_M"),
+    ]);
+    fs::remove_file(&q4).unwrap();
+    fs::remove_file(&f16).unwrap();
+    // One pass: convert and quantize without an intermediate file.
+    measure(&[
+        os("convert"),
+        model.as_os_str(),
+        os("--quant"),
+        os("Q4_K_M"),
+        os("--outfile"),
+        q4.as_os_str(),
+    ]);
     let _ = fs::remove_dir_all(&dir);
 }

@@ -598,66 +598,15 @@ fn check_next<W: std::io::Write>(
     }
 }
 
-// ------------------------------------------------------------------------------------------
-// Page-cache advice for the memory-mapped source
-// ------------------------------------------------------------------------------------------
-
-/// Hints to the kernel about a tensor's bytes in the read-only source mapping.
-#[derive(Clone, Copy)]
-pub(crate) enum Advice {
-    /// Start reading it from disk now (asynchronously).
-    WillNeed,
-    /// We are done with it: drop it from this process's page tables. The data stays in the
-    /// page cache and is read again transparently if touched, so the peak resident size stays
-    /// near one tensor instead of growing to the whole checkpoint.
-    DontNeed,
-}
-
-/// Applies `advice` to the pages that hold `bytes` (best effort; errors are ignored, since the
-/// advice never changes what is read).
-#[cfg(target_os = "linux")]
+/// Page-cache advice on the checkpoint's mapping: every slice the pipeline advises is borrowed
+/// from a shard's read-only `Mmap`, which is what [`gguf::pages::advise`] requires.
 pub(crate) fn advise(bytes: &[u8], advice: Advice) {
-    use std::ffi::{c_int, c_long, c_void};
-    extern "C" {
-        fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
-        fn sysconf(name: c_int) -> c_long;
-    }
-    const SC_PAGESIZE: c_int = 30;
-    const MADV_WILLNEED: c_int = 3;
-    const MADV_DONTNEED: c_int = 4;
-    if bytes.is_empty() {
-        return;
-    }
-    // SAFETY: sysconf only reads a constant of the system.
-    let page = unsafe { sysconf(SC_PAGESIZE) };
-    let page = if page > 0 { page as usize } else { 4096 };
-    let start = bytes.as_ptr() as usize;
-    let end = start + bytes.len();
-    let (start, end) = match advice {
-        // Whole pages around the range: reading a little more is harmless.
-        Advice::WillNeed => (start / page * page, end),
-        // Only pages entirely inside the range, so a neighbour tensor being read by another
-        // thread keeps its mapping (dropping it would be correct too, just slower).
-        Advice::DontNeed => (start.div_ceil(page) * page, end / page * page),
-    };
-    if end <= start {
-        return;
-    }
-    let flag = match advice {
-        Advice::WillNeed => MADV_WILLNEED,
-        Advice::DontNeed => MADV_DONTNEED,
-    };
-    // SAFETY: the range lies within a live, read-only, file-backed mapping (the checkpoint's
-    // `Mmap`, borrowed by `bytes`). Neither advice changes its contents: MADV_DONTNEED on a
-    // file mapping that was never written only unmaps pages, which are faulted back from the
-    // same file on the next access, so the borrowed slice stays valid and unchanged.
-    unsafe {
-        madvise(start as *mut c_void, end - start, flag);
-    }
+    // SAFETY: callers pass bytes of a safetensors shard's read-only file mapping
+    // (`source::Checkpoint`), never heap memory.
+    unsafe { gguf::pages::advise(bytes, advice) }
 }
 
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn advise(_bytes: &[u8], _advice: Advice) {}
+pub(crate) use gguf::pages::Advice;
 
 #[cfg(test)]
 mod tests {

@@ -127,7 +127,9 @@ impl ReadError {
 /// Writing a GGUF file failed.
 #[derive(Debug, Error)]
 pub enum WriteError {
-    #[error("cannot write {}: {source}", path.display())]
+    /// `path` is empty when the writer does not know it (it writes to any `Write`); the caller
+    /// that wraps the error names the file, so the text is then just the OS error.
+    #[error("{}", io_message(path, source))]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -138,4 +140,12 @@ pub enum WriteError {
     Sequence { tensor: String, message: String },
     #[error("interrupted; {} was not written", path.display())]
     Interrupted { path: PathBuf },
+}
+
+fn io_message(path: &std::path::Path, source: &std::io::Error) -> String {
+    if path.as_os_str().is_empty() {
+        source.to_string()
+    } else {
+        format!("cannot write {}: {source}", path.display())
+    }
 }

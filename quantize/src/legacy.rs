@@ -66,11 +66,7 @@ fn imatrix_weights(xb: &[f32], qw: &[f32], sigma2: f32, weight: &mut [f32; QK]) 
 
 pub(crate) fn quantize_q4_0(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
     match qw {
-        None => {
-            for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(18)) {
-                q4_0_ref_block(xb, yb);
-            }
-        }
+        None => q4_0_ref_blocks(x, y),
         Some(qw) => {
             let sigma2 = row_sigma2(x);
             let mut weight = [0.0f32; QK];
@@ -88,6 +84,61 @@ pub(crate) fn quantize_q4_0(x: &[f32], y: &mut [u8], qw: Option<&[f32]>) {
                 }
             }
         }
+    }
+}
+
+/// `quantize_row_q4_0_ref`. As for Q8_0, this loop is most of the time of an F16 → Q4_0
+/// conversion, so blocks take a branch-free path ([`q4_0_block_fast`]), compiled for AVX2 when
+/// the CPU has it; the bytes are the reference's.
+fn q4_0_ref_blocks(x: &[f32], y: &mut [u8]) {
+    #[inline(always)]
+    fn body(x: &[f32], y: &mut [u8]) {
+        for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(18)) {
+            q4_0_block_fast(xb, yb);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(x: &[f32], y: &mut [u8]) {
+            body(x, y)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { avx2(x, y) };
+        }
+    }
+    body(x, y)
+}
+
+/// [`q4_0_ref_block`] for blocks of finite values with a normal scale; others take the
+/// reference. Same bits because:
+/// * `signed_absmax` keeps the first value of largest magnitude (it only replaces on a strict
+///   increase), which for finite values is the first `v` with `|v|` equal to the maximum found
+///   by any order of comparisons, except when that maximum is 0: the reference then keeps its
+///   initial +0.0 (a first -0.0 would flip the sign of `d`);
+/// * `|x·id| <= |max·id|` ≈ 8, so `x·id + 8.5` is in [0, 17) and `c_trunc_i32` is a plain
+///   in-range truncation.
+#[inline(always)]
+fn q4_0_block_fast(x: &[f32], y: &mut [u8]) {
+    let (amax, bad) = absmax_lanes(x);
+    let max = if amax == 0.0 {
+        0.0
+    } else {
+        x.iter().copied().find(|v| v.abs() == amax).unwrap_or(0.0)
+    };
+    let d = max / -8.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    // False for NaN too (an infinite `id`).
+    let in_range = (max * id).abs() < 1.0e6;
+    if bad || !in_range {
+        return q4_0_ref_block(x, y);
+    }
+    wr_f16(y, 0, d);
+    for j in 0..16 {
+        let xi0 = ((x[j] * id + 8.5) as i32).min(15) as u8;
+        let xi1 = ((x[j + 16] * id + 8.5) as i32).min(15) as u8;
+        y[2 + j] = xi0 | (xi1 << 4);
     }
 }
 
@@ -317,20 +368,91 @@ pub(crate) fn dequantize_q5_1(x: &[u8], y: &mut [f32]) {
 // ---------------------------------------------------------------- Q8_0 (d, qs[32] int8)
 
 /// Q8_0 ignores the imatrix in ggml, so it has a single path: `quantize_row_q8_0_ref`.
+///
+/// Converting an F16 model to Q8_0 is mostly this loop, and its `roundf` is a
+/// library call per value, so whole blocks take a vectorizable path (see [`q8_0_block_fast`]);
+/// with AVX2 it is compiled for 8 lanes. Both give the bytes of the scalar reference.
 pub(crate) fn quantize_q8_0(x: &[f32], y: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2")]
+        unsafe fn avx2(x: &[f32], y: &mut [u8]) {
+            q8_0_blocks(x, y)
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { avx2(x, y) };
+        }
+    }
+    q8_0_blocks(x, y)
+}
+
+#[inline(always)]
+fn q8_0_blocks(x: &[f32], y: &mut [u8]) {
     for (xb, yb) in x.chunks_exact(QK).zip(y.chunks_exact_mut(34)) {
-        let mut amax = 0.0f32;
-        for &v in xb {
+        q8_0_block_fast(xb, yb);
+    }
+}
+
+/// Largest |v| of a block of 32 (eight running maxima, so it vectorizes; equal to any order's
+/// result when every value is finite) and whether any value is NaN/Inf (tested on the exponent
+/// bits, also lane-wise).
+#[inline(always)]
+fn absmax_lanes(x: &[f32]) -> (f32, bool) {
+    let mut lanes = [0f32; 8];
+    let mut bad = [0u32; 8];
+    for c in x.chunks_exact(8) {
+        for ((l, b), v) in lanes.iter_mut().zip(bad.iter_mut()).zip(c) {
             let a = v.abs();
-            amax = if amax > a { amax } else { a };
+            *l = if *l > a { *l } else { a };
+            *b |= ((v.to_bits() & 0x7f80_0000) == 0x7f80_0000) as u32;
         }
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        wr_f16(yb, 0, d);
-        for j in 0..QK {
-            // roundf = half away from zero, which is Rust's `round`.
-            yb[2 + j] = c_trunc_i32((xb[j] * id).round()) as u8;
-        }
+    }
+    let amax = lanes.iter().fold(0f32, |m, &a| if m > a { m } else { a });
+    (amax, bad.iter().any(|&b| b != 0))
+}
+
+/// `quantize_row_q8_0_ref` for one block, as written in ggml-quants.c.
+#[inline(always)]
+fn q8_0_block_ref(xb: &[f32], yb: &mut [u8]) {
+    let mut amax = 0.0f32;
+    for &v in xb {
+        let a = v.abs();
+        amax = if amax > a { amax } else { a };
+    }
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    wr_f16(yb, 0, d);
+    for j in 0..QK {
+        // roundf = half away from zero, which is Rust's `round`.
+        yb[2 + j] = c_trunc_i32((xb[j] * id).round()) as u8;
+    }
+}
+
+/// [`q8_0_block_ref`] without branches or library calls, for blocks of finite values whose
+/// scaled values are small (always, unless the scale is subnormal); other blocks take the
+/// reference. Same bits because:
+/// * for finite values the maximum of |x| does not depend on the order of comparison, so eight
+///   running maxima give the reference's `amax` (a NaN would make the order matter);
+/// * for |s| < 1e9, `s - trunc(s)` is exact, so rounding half away from zero is
+///   `trunc(s) ± (|frac| >= 0.5)`, and the conversion to i32 is in range (no "integer
+///   indefinite" case), leaving the same low byte.
+#[inline(always)]
+fn q8_0_block_fast(xb: &[f32], yb: &mut [u8]) {
+    let (amax, bad) = absmax_lanes(xb);
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    // False for NaN too (an infinite `id`).
+    let in_range = amax * id < 1.0e9;
+    if bad || !in_range {
+        return q8_0_block_ref(xb, yb);
+    }
+    wr_f16(yb, 0, d);
+    for (q, &v) in yb[2..].iter_mut().zip(xb) {
+        let s = v * id;
+        let t = s as i32;
+        let frac = s - t as f32;
+        *q = (t + (frac >= 0.5) as i32 - (frac <= -0.5) as i32) as u8;
     }
 }
 
@@ -351,5 +473,106 @@ pub(crate) fn dequantize_q8_1(x: &[u8], y: &mut [f32]) {
         for j in 0..QK {
             yb[j] = (xb[4 + j] as i8) as f32 * d;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast Q8_0 and Q4_0 blocks must give the reference's bytes, on ordinary values, exact
+    /// ties, signed zeros, subnormal and huge scales, and non-finite values (which take the
+    /// reference path).
+    #[test]
+    fn fast_blocks_equal_reference() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let specials = [
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -2.5,
+            127.0,
+            -127.0,
+            1e-45,
+            -1e-40,
+            1e-30,
+            65504.0,
+            1e30,
+            -3.4e38,
+            f32::MAX,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        for round in 0..20000 {
+            let mut xb = [0f32; QK];
+            let scale = [1e-42f32, 1e-20, 1e-3, 1.0, 1e3, 1e20, 1e36][round % 7];
+            for v in xb.iter_mut() {
+                let r = next();
+                *v = match r % 16 {
+                    // Values that land exactly on .5 after scaling by 127/amax.
+                    0 => (((r >> 8) % 255) as f32 - 127.0) / 2.0,
+                    1 if round % 5 == 0 => specials[(r >> 8) as usize % specials.len()],
+                    _ => ((r >> 11) as f32 / (1u64 << 53) as f32 - 0.5) * scale,
+                };
+            }
+            if round % 3 == 0 {
+                xb[(next() % QK as u64) as usize] = 127.0;
+            }
+            let mut want = [0u8; 34];
+            let mut got = [0u8; 34];
+            q8_0_block_ref(&xb, &mut want);
+            q8_0_block_fast(&xb, &mut got);
+            assert_eq!(got, want, "{xb:?}");
+        }
+        for round in 0..20000 {
+            let mut xb = [0f32; QK];
+            let scale = [1e-42f32, 1e-20, 1e-3, 1.0, 1e3, 1e20, 1e36][round % 7];
+            for v in xb.iter_mut() {
+                let r = next();
+                *v = match r % 16 {
+                    // Exact ties between +m and -m, and values on the rounding boundaries.
+                    0 => (((r >> 8) % 33) as f32 - 16.0) / 2.0,
+                    1 if round % 5 == 0 => specials[(r >> 8) as usize % specials.len()],
+                    2 if round % 7 == 0 => -0.0,
+                    _ => ((r >> 11) as f32 / (1u64 << 53) as f32 - 0.5) * scale,
+                };
+            }
+            if round % 11 == 0 {
+                xb = [0.0; QK];
+                xb[(next() % QK as u64) as usize] = -0.0;
+            }
+            let mut want = [0u8; 18];
+            let mut got = [0u8; 18];
+            q4_0_ref_block(&xb, &mut want);
+            q4_0_block_fast(&xb, &mut got);
+            assert_eq!(got, want, "{xb:?}");
+        }
+        let mut many = vec![0f32; QK * 64];
+        for v in many.iter_mut() {
+            *v = (next() % 2001) as f32 / 1000.0 - 1.0;
+        }
+        let mut want = vec![0u8; 34 * 64];
+        for (xb, yb) in many.chunks_exact(QK).zip(want.chunks_exact_mut(34)) {
+            q8_0_block_ref(xb, yb);
+        }
+        let mut got = vec![0u8; 34 * 64];
+        quantize_q8_0(&many, &mut got);
+        assert_eq!(got, want);
+        let mut want = vec![0u8; 18 * 64];
+        for (xb, yb) in many.chunks_exact(QK).zip(want.chunks_exact_mut(18)) {
+            q4_0_ref_block(xb, yb);
+        }
+        let mut got = vec![0u8; 18 * 64];
+        quantize_q4_0(&many, &mut got, None);
+        assert_eq!(got, want);
     }
 }

@@ -2,11 +2,12 @@
 //!
 //! [`quantize_file`] reads an F32/F16/BF16 (or, with `allow_requantize`, quantized) GGUF, decides
 //! every tensor's type with [`crate::mix`], and streams the result into an atomically replaced
-//! output, a slab of rows at a time: besides the memory-mapped input, only one slab's f32
-//! expansion (at most 64 MiB) and its quantized bytes are in memory. The file layout is llama-quantize's:
-//! tensors in the loader's (layer, name) order, metadata from [`crate::mix::output_metadata`],
-//! 32-byte alignment. Rows are quantized in parallel on a rayon pool; every row is independent,
-//! so the bytes do not depend on the thread count.
+//! output, a chunk of rows at a time, with reading, converting and writing overlapped (the data
+//! path is `stream.rs`): besides a few chunks of output and of the memory-mapped input, nothing
+//! is held in memory. The file layout is llama-quantize's: tensors in the loader's (layer,
+//! name) order, metadata from [`crate::mix::output_metadata`], 32-byte alignment. Rows are
+//! quantized in parallel on a rayon pool; every row is independent, so the bytes do not depend
+//! on the thread count.
 //!
 //! Checks follow llama-quantize: input data must be finite (it validates every tensor it loads),
 //! quantized inputs are refused unless requantizing is allowed, imatrix entries must match the
@@ -15,8 +16,9 @@
 
 use std::path::{Path, PathBuf};
 
-use gguf::{AtomicFile, GgmlType, GgufFile, GgufWriter, Metadata, TensorDesc, TensorInfo};
-use rayon::prelude::*;
+use gguf::{
+    AtomicFile, GgmlType, GgufModel, GgufWriter, Metadata, SplitModel, TensorDesc, TensorInfo,
+};
 
 use crate::imatrix::{Imatrix, ImatrixError};
 use crate::mix::{self, FileTypePreset, MixError, MixOptions, MixPlan, ModelInfo, TensorSpec};
@@ -40,8 +42,8 @@ pub struct QuantizeOptions {
     pub allow_requantize: bool,
     /// Worker threads (default: rayon's default, all cores). Does not change the output.
     pub threads: Option<usize>,
-    /// Values expanded to f32 at a time (whole rows; at least one row). Bounds memory like
-    /// llama-quantize's --max-buffer-size; does not change the output.
+    /// Values converted per chunk (whole rows; at least one row). Bounds memory (three chunks of
+    /// output circulate); does not change the output.
     pub slab_values: u64,
 }
 
@@ -63,6 +65,9 @@ impl QuantizeOptions {
 pub enum QuantizeFileError {
     #[error(transparent)]
     Read(#[from] gguf::ReadError),
+    /// The shards of a split input do not make one model (missing, inconsistent, foreign).
+    #[error(transparent)]
+    Split(gguf::SplitError),
     #[error("{}: {source}", path.display())]
     Mix { path: PathBuf, source: MixError },
     #[error(transparent)]
@@ -97,6 +102,17 @@ pub enum QuantizeFileError {
     Threads { threads: usize, message: String },
 }
 
+/// A file that cannot be read stays a `Read` error, whether it was the named file or a shard,
+/// so plain inputs fail exactly as before splits were read.
+impl From<gguf::SplitError> for QuantizeFileError {
+    fn from(e: gguf::SplitError) -> Self {
+        match e {
+            gguf::SplitError::Read(r) => QuantizeFileError::Read(r),
+            other => QuantizeFileError::Split(other),
+        }
+    }
+}
+
 impl QuantizeFileError {
     /// True when the input (file, imatrix or options) is unusable, as opposed to a failure while
     /// writing. The CLI maps this to exit code 2.
@@ -107,6 +123,7 @@ impl QuantizeFileError {
                 source.kind() == std::io::ErrorKind::NotFound
             }
             Read(_)
+            | Split(_)
             | Mix { .. }
             | Requantize { .. }
             | InvalidInput { .. }
@@ -181,7 +198,10 @@ fn output_dims(dims: &[u64]) -> Vec<u64> {
 
 /// Decides types, metadata and imatrix use for `file`, and runs every check that needs no tensor
 /// data (in tensor order, so the first problem reported is the first llama-quantize would hit).
-pub fn plan_file(file: &GgufFile, opts: &QuantizeOptions) -> Result<FilePlan, QuantizeFileError> {
+pub fn plan_file(
+    file: &dyn GgufModel,
+    opts: &QuantizeOptions,
+) -> Result<FilePlan, QuantizeFileError> {
     let mix_err = |source| QuantizeFileError::Mix {
         path: file.path().to_path_buf(),
         source,
@@ -297,7 +317,12 @@ pub fn quantize_file_with(
     if same_file(input, output) {
         return Err(QuantizeFileError::SameFile(output.to_path_buf()));
     }
-    let file = GgufFile::open(input)?;
+    // A shard of a split model quantizes the whole model, as llama-quantize does; the output
+    // is one file, whose bytes equal quantizing the unsplit model.
+    let file = SplitModel::open(input)?;
+    if let Some(shard) = file.files().iter().find(|f| same_file(f.path(), output)) {
+        return Err(QuantizeFileError::SameFile(shard.path().to_path_buf()));
+    }
     let plan = plan_file(&file, opts)?;
     let pool = {
         let mut b = rayon::ThreadPoolBuilder::new();
@@ -320,7 +345,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 fn write_output(
-    file: &GgufFile,
+    file: &dyn GgufModel,
     plan: &FilePlan,
     output: &Path,
     slab_values: u64,
@@ -352,15 +377,14 @@ fn write_output(
     };
     let descs = plan.descs();
     let sink = AtomicFile::create(output).map_err(io_err)?;
-    let mut w = GgufWriter::new(sink, &plan.metadata, &descs).map_err(write_err)?;
+    let w = GgufWriter::new(sink, &plan.metadata, &descs).map_err(write_err)?;
     let by_name: std::collections::HashMap<&str, &TensorInfo> = file
         .tensors()
         .iter()
         .map(|t| (t.name.as_str(), t))
         .collect();
-    let n = plan.mix.tensors.len();
-    let mut reports = Vec::with_capacity(n);
-    for (i, (t, weights)) in plan.mix.tensors.iter().zip(&plan.imatrix_rows).enumerate() {
+    let mut jobs = Vec::with_capacity(plan.mix.tensors.len());
+    for (t, weights) in plan.mix.tensors.iter().zip(&plan.imatrix_rows) {
         // Every planned tensor comes from the file's own tensor list.
         let Some(info) = by_name.get(t.name.as_str()) else {
             return Err(QuantizeFileError::InvalidInput {
@@ -368,38 +392,15 @@ fn write_output(
                 what: "missing from the tensor list".into(),
             });
         };
+        // A slice of the memory-mapped input file (see `stream::Job::src`).
         let src = file.tensor_data(info);
-        let mut bytes_out = 0u64;
-        if t.converts() {
-            for slab in slabs(t, slab_values) {
-                let values = to_f32(&t.name, t.source_type, &src[slab.src_bytes(t)], slab.first)?;
-                let w_slab = weights
-                    .as_deref()
-                    .map(|w| &w[slab.mat * slab.ne0..][..slab.ne0]);
-                let out =
-                    crate::quantize(t.target_type, &values, slab.ne0, w_slab).map_err(|e| {
-                        QuantizeFileError::Unsupported {
-                            tensor: t.name.clone(),
-                            from: t.source_type,
-                            to: t.target_type,
-                            message: e.to_string(),
-                        }
-                    })?;
-                drop(values);
-                validate_output(&t.name, t.target_type, &out, slab.first)?;
-                write_piece(&mut w, &t.name, &out).map_err(write_err)?;
-                bytes_out += out.len() as u64;
-            }
-            if bytes_out == 0 {
-                w.write_tensor(&t.name, &[]).map_err(write_err)?;
-            }
+        let bytes_out = if t.converts() {
+            let ne0 = t.dims.first().copied().unwrap_or(1);
+            let n_rows: u64 = t.dims.iter().skip(1).product();
+            t.target_type.row_bytes(ne0).unwrap_or(0) * n_rows
         } else {
-            for slab in slabs(t, slab_values) {
-                validate_input(&t.name, t.source_type, &src[slab.src_bytes(t)], slab.first)?;
-            }
-            w.write_tensor(&t.name, src).map_err(write_err)?;
-            bytes_out = src.len() as u64;
-        }
+            src.len() as u64
+        };
         let report = TensorReport {
             name: t.name.clone(),
             dims: output_dims(&t.dims),
@@ -411,9 +412,14 @@ fn write_output(
             bytes_in: src.len() as u64,
             bytes_out,
         };
-        progress(i, n, &report);
-        reports.push(report);
+        jobs.push(crate::stream::Job {
+            plan: t,
+            src,
+            weights: weights.as_deref(),
+            report,
+        });
     }
+    let (w, reports) = crate::stream::run(w, &jobs, slab_values, progress, &write_err)?;
     let sink = w.finish().map_err(write_err)?;
     sink.commit().map_err(io_err)?;
     let output_bytes = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
@@ -429,184 +435,12 @@ fn write_output(
     })
 }
 
-/// Values per slab by default (64 MiB of f32): tensors are expanded to f32 and quantized this
-/// many values at a time (whole rows, never across two expert matrices), so memory does not grow
-/// with the tensor size.
-pub const DEFAULT_SLAB_VALUES: u64 = 1 << 24;
-
-/// A run of whole rows of one matrix of a tensor.
-struct Slab {
-    /// Row length (`ne[0]`).
-    ne0: usize,
-    /// Index of the expert matrix (`ne[2]` slice) the rows belong to.
-    mat: usize,
-    /// First row (global, over all matrices) and number of rows.
-    row: u64,
-    rows: u64,
-    /// Index of the first element, for messages.
-    first: u64,
-}
-
-impl Slab {
-    fn src_bytes(&self, t: &mix::TensorPlan) -> std::ops::Range<usize> {
-        let row_bytes = t.source_type.row_bytes(self.ne0 as u64).unwrap_or(0);
-        (self.row * row_bytes) as usize..((self.row + self.rows) * row_bytes) as usize
-    }
-}
-
-fn slabs(t: &mix::TensorPlan, slab_values: u64) -> Vec<Slab> {
-    let ne0 = t.dims.first().copied().unwrap_or(1).max(1);
-    let n_rows: u64 = t.dims.iter().skip(1).product();
-    let n_mat = t.dims.get(2).copied().unwrap_or(1).max(1);
-    let rows_per_mat = n_rows / n_mat;
-    let per_slab = (slab_values / ne0).max(1);
-    let mut v = Vec::new();
-    for mat in 0..n_mat {
-        let mut r = 0;
-        while r < rows_per_mat {
-            let rows = per_slab.min(rows_per_mat - r);
-            let row = mat * rows_per_mat + r;
-            v.push(Slab {
-                ne0: ne0 as usize,
-                mat: mat as usize,
-                row,
-                rows,
-                first: row * ne0,
-            });
-            r += rows;
-        }
-    }
-    v
-}
-
-/// Appends part of the current tensor, checking it is the one the header expects next.
-fn write_piece<W: std::io::Write>(
-    w: &mut GgufWriter<W>,
-    name: &str,
-    bytes: &[u8],
-) -> Result<(), gguf::WriteError> {
-    match w.current() {
-        Some(info) if info.name == name => w.write_bytes(bytes),
-        _ => Err(gguf::WriteError::Sequence {
-            tensor: name.to_string(),
-            message: "written out of order".into(),
-        }),
-    }
-}
-
-/// Expands whole rows to f32 (exact for f16/bf16), refusing non-finite values as llama-quantize's
-/// loader does. `first` is the index of the first element, for messages.
-fn to_f32(name: &str, ty: GgmlType, src: &[u8], first: u64) -> Result<Vec<f32>, QuantizeFileError> {
-    let n = src.len() / ty.block_bytes() * ty.block_size();
-    let values = crate::dequantize(ty, src, n).map_err(|e| QuantizeFileError::InvalidInput {
-        tensor: name.to_string(),
-        what: e.to_string(),
-    })?;
-    if let Some(bad) = first_non_finite(&values) {
-        return Err(QuantizeFileError::InvalidInput {
-            tensor: name.to_string(),
-            what: non_finite_message(ty, first + bad as u64, values[bad]),
-        });
-    }
-    Ok(values)
-}
-
-fn first_non_finite(values: &[f32]) -> Option<usize> {
-    values
-        .par_chunks(1 << 16)
-        .enumerate()
-        .find_first(|(_, c)| c.iter().any(|v| !v.is_finite()))
-        .and_then(|(ci, c)| {
-            c.iter()
-                .position(|v| !v.is_finite())
-                .map(|p| ci * (1 << 16) + p)
-        })
-}
-
-fn non_finite_message(ty: GgmlType, index: u64, value: f32) -> String {
-    if ty.is_quantized() {
-        format!("non-finite value {value} at element {index} after decoding its {ty} blocks (a NaN or Inf scale)")
-    } else {
-        format!("{ty} value {value} at element {index} (NaN and Inf are not allowed)")
-    }
-}
-
-/// `ggml_validate_row_data` for rows copied unchanged.
-fn validate_input(
-    name: &str,
-    ty: GgmlType,
-    src: &[u8],
-    first: u64,
-) -> Result<(), QuantizeFileError> {
-    use GgmlType::*;
-    match ty {
-        F32 | F16 | BF16 => {
-            if let Some((i, v)) = non_finite_plain(ty, src) {
-                return Err(QuantizeFileError::InvalidInput {
-                    tensor: name.to_string(),
-                    what: non_finite_message(ty, first + i as u64, v),
-                });
-            }
-            Ok(())
-        }
-        _ if ty.is_quantized() => to_f32(name, ty, src, first).map(drop),
-        // Integer and f64 tensors are copied as they are.
-        _ => Ok(()),
-    }
-}
-
-/// First NaN/Inf of an f32/f16/bf16 buffer, checked on the bits (no conversion).
-fn non_finite_plain(ty: GgmlType, bytes: &[u8]) -> Option<(usize, f32)> {
-    match ty {
-        GgmlType::F32 => bytes.chunks_exact(4).enumerate().find_map(|(i, b)| {
-            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            (!v.is_finite()).then_some((i, v))
-        }),
-        GgmlType::F16 => bytes.chunks_exact(2).enumerate().find_map(|(i, b)| {
-            let h = u16::from_le_bytes([b[0], b[1]]);
-            (h & 0x7c00 == 0x7c00).then(|| (i, crate::f16_bits_to_f32(h)))
-        }),
-        GgmlType::BF16 => bytes.chunks_exact(2).enumerate().find_map(|(i, b)| {
-            let h = u16::from_le_bytes([b[0], b[1]]);
-            (h & 0x7fff >= 0x7f80).then(|| (i, crate::bf16_bits_to_f32(h)))
-        }),
-        _ => None,
-    }
-}
-
-/// `ggml_validate_row_data` on the result: f16/bf16 overflow, non-finite block scales.
-fn validate_output(
-    name: &str,
-    ty: GgmlType,
-    out: &[u8],
-    first: u64,
-) -> Result<(), QuantizeFileError> {
-    let invalid = |what: String| QuantizeFileError::InvalidOutput {
-        tensor: name.to_string(),
-        ty,
-        what,
-    };
-    match ty {
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => match non_finite_plain(ty, out) {
-            Some((i, v)) => Err(invalid(format!(
-                "{v} at element {} (the value does not fit {ty})",
-                first + i as u64
-            ))),
-            None => Ok(()),
-        },
-        _ => {
-            let n = out.len() / ty.block_bytes() * ty.block_size();
-            let values = crate::dequantize(ty, out, n).map_err(|e| invalid(e.to_string()))?;
-            match first_non_finite(&values) {
-                Some(i) => Err(invalid(format!(
-                    "a non-finite block scale (element {}); the input values are too large for {ty}",
-                    first + i as u64
-                ))),
-                None => Ok(()),
-            }
-        }
-    }
-}
+/// Values per chunk by default: tensors are converted and handed to the writer this many values
+/// at a time (whole rows, never across two expert matrices), so memory does not grow with the
+/// tensor size. 4 Mi values make 4.25 MiB of Q8_0 (8 MiB of F16) per output buffer, of which
+/// three circulate: big enough that a chunk's parallel split and its write are efficient, small
+/// enough that converting one chunk overlaps writing the previous one closely.
+pub const DEFAULT_SLAB_VALUES: u64 = 1 << 22;
 
 #[cfg(test)]
 mod tests {
@@ -618,27 +452,5 @@ mod tests {
         assert_eq!(output_dims(&[256, 8, 1]), vec![256, 8]);
         assert_eq!(output_dims(&[1, 1]), vec![1]);
         assert_eq!(output_dims(&[32, 1, 4]), vec![32, 1, 4]);
-    }
-
-    #[test]
-    fn plain_non_finite_detection_uses_the_bits() {
-        let f16: Vec<u8> = [0x3c00u16, 0x7c00, 0x0001]
-            .iter()
-            .flat_map(|h| h.to_le_bytes())
-            .collect();
-        assert_eq!(non_finite_plain(GgmlType::F16, &f16).map(|x| x.0), Some(1));
-        let bf16: Vec<u8> = [0x3f80u16, 0x7f7f, 0xffc1]
-            .iter()
-            .flat_map(|h| h.to_le_bytes())
-            .collect();
-        assert_eq!(
-            non_finite_plain(GgmlType::BF16, &bf16).map(|x| x.0),
-            Some(2)
-        );
-        let f32b: Vec<u8> = [1.0f32, f32::MAX]
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        assert_eq!(non_finite_plain(GgmlType::F32, &f32b), None);
     }
 }

@@ -138,6 +138,21 @@ fn values_beyond_f16_fail_validation_like_llama_quantize() {
         "{e}"
     );
     assert!(!out.exists());
+
+    // A quantized type: a value whose block scale overflows f16 (1e12 / 127 > 65504) fails too,
+    // naming the first element of its block (element 70 is in the block of elements 64..96).
+    bytes[r.start..r.start + 4].copy_from_slice(&0.5f32.to_le_bytes());
+    bytes[r.start + 70 * 4..r.start + 71 * 4].copy_from_slice(&1.0e12f32.to_le_bytes());
+    std::fs::write(&q, &bytes).expect("write");
+    let mut opts = QuantizeOptions::new(FileTypePreset::Q8_0);
+    opts.mix.pure = true;
+    let e = quantize_file(&q, &out, &opts).expect_err("scale overflow");
+    assert!(
+        matches!(e, QuantizeFileError::InvalidOutput { ref tensor, ty: GgmlType::Q8_0, .. } if tensor == "blk.1.attn_q.weight"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("element 64"), "{e}");
+    assert!(!out.exists());
 }
 
 #[test]
