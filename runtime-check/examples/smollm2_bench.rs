@@ -5,7 +5,8 @@
 //!   - agreement with transformers' float32 logits for every fixture given (default: the committed
 //!     fixtures/logits/smollm2-135m.safetensors and, when present, the 256-token
 //!     fixtures/large/smollm2/logits-256.safetensors),
-//!   - prompt throughput: one forward pass over N tokens (default 256), best of R runs,
+//!   - prompt throughput: one forward pass over N tokens (default 256, logits for every position,
+//!     as verify needs them), median and best of R runs (thread count: RAYON_NUM_THREADS),
 //!   - peak resident memory of the process (VmHWM; it includes the mmap'd file pages touched).
 //!
 //! With `--llama-logits FILE` (written by `llama-perplexity -m SAME.gguf -f TEXT -c N
@@ -16,6 +17,10 @@
 //! Usage:
 //!   cargo run --release -p runtime-check --example smollm2_bench -- \
 //!       [--gguf FILE]... [--fixture FILE]... [--tokens N] [--runs R] [--llama-logits FILE]
+//!       [--no-compare]
+//!
+//! `--no-compare` skips the fixture comparisons (throughput and peak RSS only: the comparisons
+//! hold every prompt's logits at once, which would inflate the RSS figure).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -144,6 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut n_tokens = 256usize;
     let mut runs = 3usize;
     let mut llama_logits: Option<PathBuf> = None;
+    let mut compare = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
@@ -153,6 +159,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--tokens" => n_tokens = val()?.parse()?,
             "--runs" => runs = val()?.parse()?,
             "--llama-logits" => llama_logits = Some(val()?.into()),
+            "--no-compare" => compare = false,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
@@ -195,7 +202,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             path.display(),
             t0.elapsed().as_secs_f64() * 1e3
         );
-        for fx in &fixtures {
+        for fx in fixtures.iter().filter(|_| compare) {
             let mut cmp = Comparison::new();
             for p in &fx.prompts {
                 cmp.add(&p.logits, &model.forward(&p.tokens)?)?;
@@ -214,18 +221,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 compare_with_llama(&file, &model, &ll)?
             );
         }
-        let mut best = f64::INFINITY;
+        let mut times = Vec::new();
         for _ in 0..runs.max(1) {
             let t = Instant::now();
             let logits = model.forward(&bench_tokens)?;
             std::hint::black_box(&logits);
-            best = best.min(t.elapsed().as_secs_f64());
+            times.push(t.elapsed().as_secs_f64());
         }
+        times.sort_by(f64::total_cmp);
+        let (best, median) = (times[0], times[times.len() / 2]);
+        let n = bench_tokens.len() as f64;
         println!(
-            "  prompt throughput: {} tokens in {:.3} s = {:.1} tokens/s (best of {runs})",
+            "  prompt throughput: {} tokens: median {:.3} s = {:.1} tokens/s, best {:.1} tokens/s \
+             ({} runs: {:?})",
             bench_tokens.len(),
-            best,
-            bench_tokens.len() as f64 / best
+            median,
+            n / median,
+            n / best,
+            times.len(),
+            times
+                .iter()
+                .map(|t| n / t)
+                .map(|v| v.round())
+                .collect::<Vec<_>>()
         );
         if let Some(m) = peak_rss_mib() {
             println!("  peak RSS so far: {m:.0} MiB");

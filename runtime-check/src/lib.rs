@@ -19,6 +19,7 @@ pub mod hparams;
 mod matmul;
 pub mod model;
 mod ops;
+mod qdot;
 pub mod rope;
 pub mod tokcheck;
 pub mod verify;

@@ -7,11 +7,16 @@
 //! spread over rayon's pool, one tile per task. The inner kernel is a register-blocked
 //! rows × tokens dot product (2 × 6 accumulators) using AVX2+FMA when the CPU has them, plain
 //! lane-parallel Rust otherwise.
+//!
+//! Q4_0, Q5_0, Q8_0, Q4_K, Q5_K and Q6_K weights take another path (`Matrix::matmul_quantized`):
+//! the activations are quantized to 8 bits and multiplied with the blocks as they are, with
+//! integer dot products (module `qdot`), as llama.cpp does.
 
-use gguf::{GgmlType, GgufFile, TensorInfo};
+use gguf::{GgmlType, GgufModel, TensorInfo};
 use rayon::prelude::*;
 
 use crate::error::RuntimeError;
+use crate::qdot::{ActFormat, QKernel, QuantActs};
 
 /// A 2-D weight in GGUF layout: `n_out` rows of `n_in` values (ggml `ne = [n_in, n_out]`).
 #[derive(Clone, Copy)]
@@ -37,7 +42,7 @@ impl std::fmt::Debug for Matrix<'_> {
 impl<'a> Matrix<'a> {
     /// Wraps a tensor after checking its shape is `[n_in, n_out]` (ggml order).
     pub fn new(
-        file: &'a GgufFile,
+        file: &'a dyn GgufModel,
         info: &'a TensorInfo,
         n_in: usize,
         n_out: usize,
@@ -126,6 +131,9 @@ impl<'a> Matrix<'a> {
             "activation size for {}",
             self.name
         );
+        if let Some(fmt) = ActFormat::for_weight(self.ty) {
+            return Ok(self.matmul_quantized(fmt, x, n_t));
+        }
         let (n_in, n_out) = (self.n_in, self.n_out);
         // About 64 KiB of decoded weights per task (they stay in L2 while all tokens stream
         // past), and a multiple of 16 rows so two tasks never write the same cache line.
@@ -160,6 +168,43 @@ impl<'a> Matrix<'a> {
                 Ok::<(), RuntimeError>(())
             })?;
         Ok(y)
+    }
+}
+
+impl Matrix<'_> {
+    /// [`Matrix::matmul`] for weight types with a block dot product: the activations are
+    /// quantized once to the type's `vec_dot_type` and every output is an integer block dot
+    /// product (see `qdot`), as llama.cpp computes it. Each output depends only on its weight
+    /// row and token row, whatever the tiling and thread count.
+    fn matmul_quantized(&self, fmt: ActFormat, x: &[f32], n_t: usize) -> Vec<f32> {
+        let (n_in, n_out, ty) = (self.n_in, self.n_out, self.ty);
+        let acts = QuantActs::quantize(fmt, x, n_t, n_in);
+        let kernel = QKernel::detect();
+        // About 16 KiB of weight blocks per task, so the tile stays in L1/L2 while every
+        // token streams past it; a multiple of 16 rows so two tasks never write the same cache
+        // line of the output.
+        let tile = ((16384 / self.row_bytes) / 16 * 16).clamp(16, 64);
+        let n_tiles = n_out.div_ceil(tile);
+        let mut y = vec![0f32; n_t * n_out];
+        let out = OutPtr(y.as_mut_ptr());
+        (0..n_tiles)
+            .into_par_iter()
+            .for_each_init(Vec::new, |buf: &mut Vec<f32>, ti| {
+                let first = ti * tile;
+                let rows = tile.min(n_out - first);
+                let w = &self.data[first * self.row_bytes..(first + rows) * self.row_bytes];
+                buf.resize(n_t * rows, 0.0);
+                kernel.matmul_tile(ty, n_in, w, rows, &acts, buf);
+                for (t, src) in buf.chunks_exact(rows).enumerate() {
+                    // SAFETY: t < n_t and first + rows <= n_out, so the `rows` elements from
+                    // (t, first) lie in `y` (n_t × n_out); tile `ti` alone writes the columns
+                    // first..first + rows, and `y` outlives the loop.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(src.as_ptr(), out.at(t * n_out + first), rows)
+                    };
+                }
+            });
+        y
     }
 }
 
@@ -485,6 +530,64 @@ mod tests {
                     assert!((out[t * rows + r] - e).abs() <= 1e-4 * (1.0 + e.abs()));
                 }
             }
+        }
+    }
+
+    /// Single-thread throughput of the block dot products against the dequantize-then-FMA path
+    /// they replaced, for every type with a block kernel, in the shapes of one task of a 7B
+    /// model's product (16 rows of 4096 values × 256 tokens). Not a test (docs/performance.md
+    /// quotes it): `cargo test --release -p runtime-check --lib
+    /// block_kernel_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn block_kernel_throughput() {
+        use crate::qdot::tests::{values, weights, TYPES};
+        let (n_in, n_rows, n_t) = (4096, 16, 256);
+        let best = |f: &mut dyn FnMut()| {
+            (0..7)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        let x = values(n_t * n_in, 5);
+        let macs = (n_in * n_rows * n_t) as f64 / 1e9;
+        for ty in TYPES {
+            let w = weights(ty, n_in, n_rows, false);
+            let fmt = ActFormat::for_weight(ty).unwrap();
+            let k = QKernel::detect();
+            let mut out = vec![0f32; n_t * n_rows];
+            // The activations are quantized once per product (for all its rows), not per tile.
+            let mut acts = QuantActs::quantize(fmt, &x, n_t, n_in);
+            let tquant = best(&mut || acts = QuantActs::quantize(fmt, &x, n_t, n_in));
+            let tq = best(&mut || k.matmul_tile(ty, n_in, &w, n_rows, &acts, &mut out));
+            let mut wf = vec![0f32; n_rows * n_in];
+            let tf = best(&mut || {
+                quantize::dequantize_into(ty, &w, &mut wf).unwrap();
+                // SAFETY: wf holds n_rows rows and x n_t rows of n_in values; out is n_t × n_rows.
+                unsafe {
+                    Kernel::detect().run(
+                        wf.as_ptr(),
+                        n_in,
+                        n_rows,
+                        x.as_ptr(),
+                        n_in,
+                        n_t,
+                        n_in,
+                        out.as_mut_ptr(),
+                        n_rows,
+                    )
+                };
+            });
+            eprintln!(
+                "{ty}: block dot products {:.1} G MAC/s, dequantize + f32 FMA {:.1} G MAC/s; \
+                 quantizing the activations {:.0} M values/s",
+                macs / tq,
+                macs / tf,
+                (n_t * n_in) as f64 / tquant / 1e6
+            );
         }
     }
 }

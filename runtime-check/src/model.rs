@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use gguf::{GgufFile, TensorInfo};
+use gguf::{GgufModel, TensorInfo};
 use rayon::prelude::*;
 
 use crate::attention::{attend, AttnShape};
@@ -123,7 +123,7 @@ pub struct Model<'a> {
 }
 
 struct Loader<'a> {
-    file: &'a GgufFile,
+    file: &'a dyn GgufModel,
     used: HashSet<&'a str>,
 }
 
@@ -206,8 +206,9 @@ impl<'a> Loader<'a> {
 
 impl<'a> Model<'a> {
     /// Builds the model from a GGUF file's metadata and tensors (no weights are decoded here
-    /// except norms, biases and rope factors).
-    pub fn load(file: &'a GgufFile) -> Result<Model<'a>, RuntimeError> {
+    /// except norms, biases and rope factors). A [`gguf::SplitModel`] works as well as a
+    /// [`gguf::GgufFile`]: weights are read from whichever shard holds them.
+    pub fn load(file: &'a dyn GgufModel) -> Result<Model<'a>, RuntimeError> {
         let hp = HParams::from_metadata(file.metadata())?;
         let mut ld = Loader {
             file,

@@ -156,22 +156,25 @@ pub struct ThresholdOverrides {
 /// measurements minus 8 points, applied with sampling slack ([`top1_required_matches`]). Q4_1
 /// uses Q4_0's row: SmolLM2's weights come from a Q4_1 file, so its Q4_1 measurements are exact
 /// and say nothing; Q2_K and Q3_K_S produced the same file for this model (rows of 576 values
-/// force the same fallback types). The measurements are in docs/verify.md.
+/// force the same fallback types). Since the runtime multiplies Q4_0/Q5_0/Q8_0/Q4_K/Q5_K/Q6_K
+/// weights with 8-bit activations as llama.cpp does (instead of dequantizing them), the fixture
+/// measurement was repeated and a bound was raised wherever 3× the new value exceeded it (never
+/// lowered); the long measurements predate that change. The measurements are in docs/verify.md.
 pub const QUANT_TABLE: &[(&str, f64, f64, f64, f64, f64)] = &[
-    ("Q8_0", 2.4e-3, 0.90, 8.8e-3, 7.9e-2, 1.3e-1),
-    ("Q6_K", 7.2e-3, 0.87, 1.1e-1, 3.1e-1, 6.8e-1),
+    ("Q8_0", 2.5e-3, 0.90, 2.1e-2, 7.9e-2, 1.3e-1),
+    ("Q6_K", 8.8e-3, 0.87, 1.4e-1, 5.2e-1, 6.8e-1),
     ("Q5_K_M", 1.3e-1, 0.71, 4.1e-1, 3.5, 4.8),
     ("Q5_K_S", 1.2e-1, 0.74, 4.6e-1, 3.9, 8.4),
     ("Q5_1", 2.6e-1, 0.63, 1.1, 8.0, 15.0),
-    ("Q5_0", 8.1e-2, 0.73, 5.4e-1, 5.7, 7.3),
-    ("Q4_K_M", 1.1e-1, 0.78, 3.7e-1, 5.5, 6.1),
+    ("Q5_0", 8.1e-2, 0.73, 6.0e-1, 5.7, 7.3),
+    ("Q4_K_M", 1.1e-1, 0.78, 4.0e-1, 5.5, 6.1),
     ("Q4_K_S", 1.2e-1, 0.78, 4.6e-1, 6.4, 13.0),
-    ("IQ4_XS", 2.5e-1, 0.66, 1.1, 8.2, 21.0),
-    ("IQ4_NL", 3.1e-1, 0.68, 1.2, 9.5, 18.0),
-    ("Q4_0", 4.2e-1, 0.51, 2.7, 9.1, 17.0),
-    ("Q4_1", 4.2e-1, 0.51, 2.7, 9.1, 17.0),
+    ("IQ4_XS", 2.8e-1, 0.66, 1.1, 8.2, 21.0),
+    ("IQ4_NL", 3.3e-1, 0.68, 1.2, 9.5, 18.0),
+    ("Q4_0", 4.2e-1, 0.51, 2.9, 10.0, 17.0),
+    ("Q4_1", 4.2e-1, 0.51, 2.9, 10.0, 17.0),
     ("Q3_K_L", 1.8e-1, 0.68, 8.4e-1, 6.5, 8.4),
-    ("Q3_K_M", 1.6e-1, 0.68, 8.1e-1, 5.3, 6.6),
+    ("Q3_K_M", 1.6e-1, 0.68, 8.8e-1, 5.3, 6.6),
     ("Q3_K_S", 5.9e-1, 0.52, 2.6, 8.2, 14.0),
     ("Q2_K", 5.9e-1, 0.52, 2.6, 8.2, 14.0),
 ];
