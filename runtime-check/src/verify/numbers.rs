@@ -333,6 +333,24 @@ impl Drop for TempDir {
     }
 }
 
+/// Converts the HF folder `dir` to an F32 GGUF inside `tmp` with ggforge's own converter and
+/// opens it: the reference side of `--against`.
+fn convert_reference(dir: &Path, tmp: &Path) -> Result<GgufFile, String> {
+    std::fs::create_dir_all(tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let out = tmp.join("reference-f32.gguf");
+    convert::plan(
+        dir,
+        &convert::ConvertOptions {
+            outtype: convert::OutType::F32,
+            outfile: Some(out.clone()),
+            ..Default::default()
+        },
+    )
+    .and_then(|plan| plan.write(&|_| {}))
+    .map_err(|e| e.to_string())?;
+    GgufFile::open(&out).map_err(|e| e.to_string())
+}
+
 fn against_hf(
     file: &dyn GgufModel,
     model: &Model<'_>,
@@ -346,40 +364,10 @@ fn against_hf(
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let tmp = TempDir(base.join(format!("ggforge-verify-{}-{nanos}", std::process::id())));
-    if let Err(e) = std::fs::create_dir_all(&tmp.0) {
-        layer.push(Check::new(
-            "convert reference",
-            Status::Error,
-            format!("cannot create {}: {e}", tmp.0.display()),
-        ));
-        return None;
-    }
-    let out = tmp.0.join("reference-f32.gguf");
-    let converted = convert::plan(
-        dir,
-        &convert::ConvertOptions {
-            outtype: convert::OutType::F32,
-            outfile: Some(out.clone()),
-            ..Default::default()
-        },
-    )
-    .and_then(|plan| plan.write(&|_| {}));
-    if let Err(e) = converted {
-        layer.push(Check::new(
-            "convert reference",
-            Status::Error,
-            e.to_string(),
-        ));
-        return None;
-    }
-    let ref_file = match GgufFile::open(&out) {
+    let ref_file = match convert_reference(dir, &tmp.0) {
         Ok(f) => f,
         Err(e) => {
-            layer.push(Check::new(
-                "convert reference",
-                Status::Error,
-                e.to_string(),
-            ));
+            layer.push(Check::new("convert reference", Status::Error, e));
             return None;
         }
     };

@@ -392,30 +392,39 @@ impl<'a> Facts<'a> {
         STANDARD_ARCHS.contains(&self.arch)
     }
 
-    fn attention_shapes(&self) -> Check {
-        const NAME: &str = "attention shapes";
+    /// What both shape checks need: a standard architecture, `embedding_length` and a plausible
+    /// `block_count`; otherwise the check named `name` is skipped, with the reason.
+    fn shape_basics(&self, name: &'static str) -> Result<(u64, usize), Check> {
         if !self.standard() {
-            return Check::new(
-                NAME,
+            return Err(Check::new(
+                name,
                 Status::Skip,
                 format!("no shape rules for architecture '{}'", self.arch),
-            );
+            ));
         }
         let (Some(n_embd), Some(n_layer)) = (self.n_embd(), self.u64("block_count")) else {
-            return Check::new(
-                NAME,
+            return Err(Check::new(
+                name,
                 Status::Skip,
                 "embedding_length or block_count missing",
-            );
+            ));
         };
         if n_layer > self.tensors.len() as u64 {
-            return Check::new(
-                NAME,
+            return Err(Check::new(
+                name,
                 Status::Skip,
                 "block_count is implausible (see layer count)",
-            );
+            ));
         }
-        let n_layer = n_layer as usize;
+        Ok((n_embd, n_layer as usize))
+    }
+
+    fn attention_shapes(&self) -> Check {
+        const NAME: &str = "attention shapes";
+        let (n_embd, n_layer) = match self.shape_basics(NAME) {
+            Ok(v) => v,
+            Err(skip) => return skip,
+        };
         let Some(n_head) = per_layer(self.md, &self.key("attention.head_count"), n_layer) else {
             return Check::new(
                 NAME,
@@ -517,28 +526,10 @@ impl<'a> Facts<'a> {
 
     fn ffn_shapes(&self) -> Check {
         const NAME: &str = "feed-forward shapes";
-        if !self.standard() {
-            return Check::new(
-                NAME,
-                Status::Skip,
-                format!("no shape rules for architecture '{}'", self.arch),
-            );
-        }
-        let (Some(n_embd), Some(n_layer)) = (self.n_embd(), self.u64("block_count")) else {
-            return Check::new(
-                NAME,
-                Status::Skip,
-                "embedding_length or block_count missing",
-            );
+        let (n_embd, n_layer) = match self.shape_basics(NAME) {
+            Ok(v) => v,
+            Err(skip) => return skip,
         };
-        if n_layer > self.tensors.len() as u64 {
-            return Check::new(
-                NAME,
-                Status::Skip,
-                "block_count is implausible (see layer count)",
-            );
-        }
-        let n_layer = n_layer as usize;
         let Some(n_ff) = per_layer(self.md, &self.key("feed_forward_length"), n_layer) else {
             return Check::new(
                 NAME,
