@@ -5,6 +5,8 @@
 //! into GGUF metadata and [`general`] names the model.
 
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod general;
 pub mod pipeline;
 pub mod source;

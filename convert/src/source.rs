@@ -1044,38 +1044,6 @@ mod hostile_tests {
         assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
-    /// The body of fuzz/fuzz_targets/safetensors_header.rs.
-    fn fuzz_body(data: &[u8]) {
-        let Some((&which, rest)) = data.split_first() else {
-            return;
-        };
-        if which % 2 == 1 {
-            if let Ok(wm) = parse_index(rest) {
-                for file in wm.values() {
-                    assert!(!file.is_empty() && !file.contains('/') && file != "..");
-                }
-            }
-            return;
-        }
-        let Ok(h) = parse_safetensors(rest) else {
-            return;
-        };
-        let data_len = rest.len() - h.data_start;
-        let mut ranges: Vec<(usize, usize)> = h.entries.iter().map(|e| (e.begin, e.end)).collect();
-        ranges.sort();
-        let mut at = 0;
-        for (b, e) in ranges {
-            assert_eq!(b, at, "ranges do not tile the data");
-            assert!(e >= b);
-            at = e;
-        }
-        assert_eq!(at, data_len);
-        for e in &h.entries {
-            let n: u64 = e.shape.iter().map(|&d| d as u64).product();
-            assert_eq!(n * e.dtype.bitsize() as u64, 8 * (e.end - e.begin) as u64);
-        }
-    }
-
     #[test]
     fn fuzz_seeds_and_crash_inputs_replay_cleanly() {
         // fuzz/regressions/safetensors_header holds every crash input the fuzzer ever found.
@@ -1091,7 +1059,7 @@ mod hostile_tests {
                     continue;
                 }
                 let bytes = std::fs::read(&p).expect("readable");
-                let r = std::panic::catch_unwind(|| fuzz_body(&bytes));
+                let r = std::panic::catch_unwind(|| crate::fuzz_checks::safetensors_header(&bytes));
                 assert!(r.is_ok(), "{} panics", p.display());
                 n += 1;
             }

@@ -7,6 +7,8 @@
 pub mod atomic;
 pub mod diff;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod metadata;
 pub mod pages;
 pub mod reader;
