@@ -642,29 +642,8 @@ impl GgufTokenizer {
         merge_ranks: Option<&HashMap<Vec<u8>, u32>>,
         out: &mut Vec<u32>,
     ) -> Result<(), TokCheckError> {
-        struct Sym {
-            start: usize,
-            n: usize,
-            prev: Option<usize>,
-            next: Option<usize>,
-        }
         let mut syms: Vec<Sym> = Vec::new();
-        let mut offs = 0;
-        while offs < text.len() {
-            let len = utf8_len(text[offs]).min(text.len() - offs);
-            let idx = syms.len();
-            syms.push(Sym {
-                start: offs,
-                n: len,
-                prev: idx.checked_sub(1),
-                next: if offs + len == text.len() {
-                    None
-                } else {
-                    Some(idx + 1)
-                },
-            });
-            offs += len;
-        }
+        push_utf8_symbols(&mut syms, text, 0);
         if syms.is_empty() {
             return Ok(());
         }
@@ -819,12 +798,6 @@ impl GgufTokenizer {
     }
 
     fn bpe_word(&self, setup: &BpeSetup, word: &[u8], out: &mut Vec<u32>) {
-        struct Sym {
-            start: usize,
-            n: usize,
-            prev: Option<usize>,
-            next: Option<usize>,
-        }
         let mut syms: Vec<Sym> = Vec::new();
         let mut offset = 0;
         let whole = (setup.ignore_merges && self.lookup(word).is_some())
@@ -840,21 +813,7 @@ impl GgufTokenizer {
             });
             offset = word.len();
         }
-        while offset < word.len() {
-            let len = utf8_len(word[offset]).min(word.len() - offset);
-            let idx = syms.len();
-            syms.push(Sym {
-                start: offset,
-                n: len,
-                prev: idx.checked_sub(1),
-                next: if offset + len == word.len() {
-                    None
-                } else {
-                    Some(idx + 1)
-                },
-            });
-            offset += len;
-        }
+        push_utf8_symbols(&mut syms, word, offset);
         // Min-heap on (rank, left); the merged text detects stale entries.
         let mut queue: BpeQueue = BinaryHeap::new();
         let add = |queue: &mut BpeQueue, syms: &[Sym], l: usize, r: usize| {
@@ -936,6 +895,31 @@ fn is_c_space(c: char) -> bool {
 }
 
 /// `unicode_len_utf8`: the sequence length announced by a lead byte (1 for stray bytes).
+/// One symbol of llama.cpp's merge loops (SPM and BPE): a byte range of the text, linked to its
+/// neighbours so that merging two is O(1).
+struct Sym {
+    start: usize,
+    n: usize,
+    prev: Option<usize>,
+    next: Option<usize>,
+}
+
+/// Appends one symbol per UTF-8 character of `text[from..]` (a truncated sequence at the end
+/// stays one symbol), linked as a list, as both of llama.cpp's tokenizers start.
+fn push_utf8_symbols(syms: &mut Vec<Sym>, text: &[u8], mut from: usize) {
+    while from < text.len() {
+        let len = utf8_len(text[from]).min(text.len() - from);
+        let idx = syms.len();
+        syms.push(Sym {
+            start: from,
+            n: len,
+            prev: idx.checked_sub(1),
+            next: (from + len < text.len()).then_some(idx + 1),
+        });
+        from += len;
+    }
+}
+
 fn utf8_len(b: u8) -> usize {
     match b >> 4 {
         0xC | 0xD => 2,
